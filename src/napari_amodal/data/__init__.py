@@ -1,0 +1,1 @@
+"""Data: synthetic shapes and embryos with exact ground truth, COCO-amodal I/O."""
