@@ -281,12 +281,14 @@ def rles_to_masks(rles: Sequence[dict], shape: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def mask_to_polygons(mask: np.ndarray, min_vertices: int = 3) -> list[np.ndarray]:
+def mask_to_polygons(mask: np.ndarray, min_vertices: int = 3, tolerance: float = 0.0) -> list[np.ndarray]:
     """Sub-pixel outline(s) of a 2D mask as ``(K, 2)`` (row, col) float arrays.
 
     The contours pass half-way between inside and outside pixel centres
     (marching squares at level 0.5), so :func:`polygons_to_mask` gives back the
-    same pixels up to the rare corner case.
+    same pixels up to the rare corner case. ``tolerance`` > 0 (pixels) drops
+    vertices that lie within that distance of the simplified outline
+    (Douglas-Peucker), for lighter napari Shapes.
     """
     from skimage import measure
 
@@ -298,6 +300,8 @@ def mask_to_polygons(mask: np.ndarray, min_vertices: int = 3) -> list[np.ndarray
     out = []
     for c in contours:
         c = c - 1.0  # undo the padding
+        if tolerance > 0:
+            c = measure.approximate_polygon(c, tolerance)
         if len(c) > 1 and np.allclose(c[0], c[-1]):
             c = c[:-1]
         if len(c) >= min_vertices:

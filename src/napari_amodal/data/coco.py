@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -86,11 +87,9 @@ def coco_dict(
 
     ``predictions``: write ``score`` on every annotation (default: when any score
     differs from 1). ``images_extra`` maps ``(file_name, frame)`` to extra image
-    fields (e.g. ``occlusion_file``).
+    fields (e.g. ``occlusion_file``). ``frames`` may be a generator: each frame
+    is encoded to RLE and dropped, so long stacks never sit in memory at once.
     """
-    frames = list(frames)
-    if predictions is None:
-        predictions = any(np.any(f.scores != 1.0) for f in frames)
     images, annotations = [], []
     ann_id = 0
     for img_id, f in enumerate(frames, start=1):
@@ -116,11 +115,15 @@ def coco_dict(
                 "track_id": int(f.track_ids[i]),
                 "parent_track_id": int(f.parent_ids[i]),
             }
-            if predictions:
-                ann["score"] = float(f.scores[i])
+            ann["score"] = float(f.scores[i])
             if vis is not None:
                 ann["visible_segmentation"] = vis[i]
             annotations.append(ann)
+    if predictions is None:
+        predictions = any(a["score"] != 1.0 for a in annotations)
+    if not predictions:
+        for a in annotations:
+            del a["score"]
     return {
         "info": {"format": FORMAT, **(info or {})},
         "images": images,
@@ -205,32 +208,54 @@ def _decode_segm(segm, shape, path, field: str) -> np.ndarray:
     raise AmodalFormatError(path, field, f"expected an RLE dict or polygon list, got {type(segm).__name__}")
 
 
-def _build_frames(path, images: list[tuple], anns_per_image: dict[int, list[dict]]) -> list[FrameInstances]:
-    frames = []
-    for img_id, file_name, frame, h, w, extra in images:
-        anns = anns_per_image.get(img_id, [])
-        masks = np.zeros((len(anns), h, w), bool)
-        visible = None
-        if any(a.get("visible") is not None for a in anns):
-            visible = np.zeros_like(masks)
-        for j, a in enumerate(anns):
-            masks[j] = a["mask"]
-            if visible is not None and a.get("visible") is not None:
-                visible[j] = a["visible"]
-        f = FrameInstances.from_masks(
+@dataclass
+class FrameRecord:
+    """One image of an annotation file with its annotations still encoded.
+
+    ``entries`` hold ``segm`` / ``visible`` (RLE or polygons), ``field`` (where
+    they sit in the file, for errors), ``category_id``, ``track_id``,
+    ``parent_track_id`` and optionally ``score``. :meth:`load` decodes them.
+    Large training sets keep records and decode one frame at a time.
+    """
+
+    path: str
+    file_name: str
+    frame: int
+    shape: tuple[int, int]
+    meta: dict
+    entries: list[dict]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def load(self) -> FrameInstances:
+        h, w = self.shape
+        n = len(self.entries)
+        masks = np.zeros((n, h, w), bool)
+        visible = np.zeros_like(masks) if any(e.get("visible") is not None for e in self.entries) else None
+        for j, e in enumerate(self.entries):
+            masks[j] = _decode_segm(e["segm"], self.shape, self.path, e["field"])
+            if visible is not None and e.get("visible") is not None:
+                visible[j] = _decode_segm(e["visible"], self.shape, self.path, e["visible_field"])
+        return FrameInstances.from_masks(
             masks,
             shape=(h, w),
-            scores=[a.get("score", 1.0) for a in anns],
-            labels=[a["category_id"] for a in anns],
-            track_ids=[a.get("track_id", -1) for a in anns],
-            parent_ids=[a.get("parent_track_id", -1) for a in anns],
+            scores=[e.get("score", 1.0) for e in self.entries],
+            labels=[e["category_id"] for e in self.entries],
+            track_ids=[e.get("track_id", -1) for e in self.entries],
+            parent_ids=[e.get("parent_track_id", -1) for e in self.entries],
             visible=visible,
-            file_name=file_name,
-            frame=frame,
-            meta=extra,
+            file_name=self.file_name,
+            frame=self.frame,
+            meta=dict(self.meta),
         )
-        frames.append(f)
-    return frames
+
+
+def _records(path, rows: list[tuple], per_image: dict[int, list[dict]]) -> list[FrameRecord]:
+    return [
+        FrameRecord(str(path), file_name, frame, (h, w), extra, per_image.get(img_id, []))
+        for img_id, file_name, frame, h, w, extra in rows
+    ]
 
 
 def _read_coco_dict(d: dict, path) -> tuple[list[FrameInstances], list[dict]]:
@@ -257,10 +282,9 @@ def _read_coco_dict(d: dict, path) -> tuple[list[FrameInstances], list[dict]]:
         img_id = _require(a, "image_id", path, where)
         if img_id not in shapes:
             raise AmodalFormatError(path, f"{where}.image_id", f"no image with id {img_id!r}")
-        shape = shapes[img_id]
-        segm = _require(a, "segmentation", path, where)
         entry = {
-            "mask": _decode_segm(segm, shape, path, f"{where}.segmentation"),
+            "segm": _require(a, "segmentation", path, where),
+            "field": f"{where}.segmentation",
             "category_id": _int(_require(a, "category_id", path, where), path, f"{where}.category_id"),
             "track_id": _int(a.get("track_id", -1), path, f"{where}.track_id"),
             "parent_track_id": _int(a.get("parent_track_id", -1), path, f"{where}.parent_track_id"),
@@ -271,9 +295,10 @@ def _read_coco_dict(d: dict, path) -> tuple[list[FrameInstances], list[dict]]:
             except (TypeError, ValueError):
                 raise AmodalFormatError(path, f"{where}.score", f"expected a number, got {a['score']!r}") from None
         if a.get("visible_segmentation") is not None:
-            entry["visible"] = _decode_segm(a["visible_segmentation"], shape, path, f"{where}.visible_segmentation")
+            entry["visible"] = a["visible_segmentation"]
+            entry["visible_field"] = f"{where}.visible_segmentation"
         per_image.setdefault(img_id, []).append(entry)
-    return _build_frames(path, rows, per_image), categories
+    return _records(path, rows, per_image), categories
 
 
 def _read_kins_dict(d: dict, path) -> tuple[list[FrameInstances], list[dict]]:
@@ -291,15 +316,15 @@ def _read_kins_dict(d: dict, path) -> tuple[list[FrameInstances], list[dict]]:
         img_id = _require(a, "image_id", path, where)
         if img_id not in shapes:
             raise AmodalFormatError(path, f"{where}.image_id", f"no image with id {img_id!r}")
-        shape = shapes[img_id]
         entry = {
-            "mask": _decode_segm(_require(a, "a_segm", path, where), shape, path, f"{where}.a_segm"),
+            "segm": _require(a, "a_segm", path, where),
+            "field": f"{where}.a_segm",
             "category_id": _int(_require(a, "category_id", path, where), path, f"{where}.category_id"),
         }
         if a.get("i_segm") is not None:
-            entry["visible"] = _decode_segm(a["i_segm"], shape, path, f"{where}.i_segm")
+            entry["visible"], entry["visible_field"] = a["i_segm"], f"{where}.i_segm"
         per_image.setdefault(img_id, []).append(entry)
-    return _build_frames(path, rows, per_image), d.get("categories", [])
+    return _records(path, rows, per_image), d.get("categories", [])
 
 
 def _read_cocoa_dict(d: dict, path) -> tuple[list[FrameInstances], list[dict]]:
@@ -317,21 +342,21 @@ def _read_cocoa_dict(d: dict, path) -> tuple[list[FrameInstances], list[dict]]:
         img_id = _require(a, "image_id", path, where)
         if img_id not in shapes:
             raise AmodalFormatError(path, f"{where}.image_id", f"no image with id {img_id!r}")
-        shape = shapes[img_id]
         regions = _require(a, "regions", path, where)
         if not isinstance(regions, list):
             raise AmodalFormatError(path, f"{where}.regions", "must be a list")
         for j, r in enumerate(regions):
             rwhere = f"{where}.regions[{j}]"
             entry = {
-                "mask": _decode_segm(_require(r, "segmentation", path, rwhere), shape, path, f"{rwhere}.segmentation"),
+                "segm": _require(r, "segmentation", path, rwhere),
+                "field": f"{rwhere}.segmentation",
                 "category_id": _int(r.get("category_id", 1), path, f"{rwhere}.category_id"),
             }
             if r.get("visible_mask") is not None:
-                entry["visible"] = _decode_segm(r["visible_mask"], shape, path, f"{rwhere}.visible_mask")
+                entry["visible"], entry["visible_field"] = r["visible_mask"], f"{rwhere}.visible_mask"
             per_image.setdefault(img_id, []).append(entry)
     cats = d.get("categories") or [{"id": 1, "name": "object"}]
-    return _build_frames(path, rows, per_image), cats
+    return _records(path, rows, per_image), cats
 
 
 def detect_format(d: Any) -> str:
@@ -349,11 +374,13 @@ def detect_format(d: Any) -> str:
     return FORMAT
 
 
-def read_amodal(path, format: str | None = None) -> tuple[list[FrameInstances], list[dict]]:
+def read_amodal(path, format: str | None = None, lazy: bool = False):
     """Read a COCO-amodal, KINS or COCOA file -> ``(frames, categories)``.
 
     Frames come in the file's image order, each with its annotations in file
-    order. The format is detected from the annotations unless given.
+    order. The format is detected from the annotations unless given. With
+    ``lazy`` the frames are :class:`FrameRecord` objects that decode their
+    masks on :meth:`FrameRecord.load` (for training sets too large to decode at once).
     """
     d = _load_json(path)
     if not isinstance(d, dict):
@@ -362,7 +389,10 @@ def read_amodal(path, format: str | None = None) -> tuple[list[FrameInstances], 
     readers = {FORMAT: _read_coco_dict, "kins": _read_kins_dict, "cocoa": _read_cocoa_dict}
     if fmt not in readers:
         raise ValueError(f"unknown format {fmt!r}; choose one of {sorted(readers)}")
-    return readers[fmt](d, path)
+    records, categories = readers[fmt](d, path)
+    if lazy:
+        return records, categories
+    return [r.load() for r in records], categories
 
 
 def read_coco(path) -> list[FrameInstances]:

@@ -1,0 +1,1 @@
+"""napari integration: reader, writer, sample data, widgets. The only code that touches napari/Qt."""

@@ -1,0 +1,81 @@
+"""``napari-amodal demo``: the main job on the bundled sample data, headless.
+
+Until a bundled model ships, the demo shows the data and evaluation round trip:
+it reads the sample embryo time-lapse and its ground truth, writes the ground
+truth as COCO-amodal predictions, reads them back and evaluates them (AP 1.0),
+evaluates a damaged copy (every frame loses one cell, outlines shifted by 2 px)
+to show the metric reacting, and writes an overlay montage and a summary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def _damage(frames, shift: int = 2):
+    """Drop the last cell of every frame and shift the others right by ``shift`` px."""
+    out = []
+    for f in frames:
+        g = f.select(np.arange(len(f)) < len(f) - 1)
+        g.masks = np.roll(g.masks, shift, axis=2)
+        out.append(type(f).from_masks(g.masks, shape=f.shape, scores=np.full(len(g), 0.9), track_ids=g.track_ids,
+                                      file_name=f.file_name, frame=f.frame))
+    return out
+
+
+def run_demo(out_dir, quiet: bool = False) -> dict:
+    """Run the demo into ``out_dir``; returns the summary dict (also written as JSON)."""
+    import imageio.v3 as iio
+
+    from .data.coco import read_amodal, write_coco
+    from .data.sample import EMBRYO_GT, EMBRYO_STACK, sample_path
+    from .evaluate import evaluate_frames, format_report
+    from .io_images import read_stack
+    from .overlay import draw_instances, montage
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    images, axes = read_stack(sample_path(EMBRYO_STACK))
+    gt, categories = read_amodal(sample_path(EMBRYO_GT))
+    gt.sort(key=lambda f: f.frame)
+
+    pred_path = out / "embryo_sample.json"
+    round_trip = [f.select(np.ones(len(f), bool)) for f in gt]
+    for f in round_trip:
+        f.scores = np.full(len(f), 0.99, np.float32)
+    write_coco(pred_path, round_trip, categories)
+    back, _ = read_amodal(pred_path)
+    report = evaluate_frames(gt, back, categories)
+    damaged = evaluate_frames(gt, _damage(gt), categories)
+
+    picks = np.linspace(0, len(gt) - 1, min(8, len(gt))).round().astype(int)
+    tiles = [draw_instances(images[t], gt[t], thickness=2) for t in picks]
+    montage_path = out / "overlay_montage.png"
+    iio.imwrite(montage_path, montage(tiles, columns=4))
+
+    summary = {
+        "input": str(sample_path(EMBRYO_STACK)),
+        "frames": len(gt),
+        "cells_per_frame": [len(f) for f in gt],
+        "round_trip": {k: report[k] for k in ("AP", "AP50", "AP75")},
+        "damaged_copy": {k: damaged[k] for k in ("AP", "AP50", "AP75")},
+        "predictions": str(pred_path),
+        "overlay_montage": str(montage_path),
+        "model": None,
+        "note": "no bundled model yet: this demo shows the ground-truth round trip and the metric",
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if not quiet:
+        print(f"sample: {summary['input']} ({len(gt)} frames, axes {axes})")
+        print("cells per frame:", " ".join(str(c) for c in summary["cells_per_frame"]))
+        print("ground truth written and read back as predictions:")
+        print("  " + format_report(report).replace("\n", "\n  "))
+        print(f"a damaged copy (one cell dropped per frame, 2 px shift): AP {damaged['AP']:.3f}")
+        print(f"wrote {pred_path}, {montage_path} and {out / 'summary.json'}")
+    return summary

@@ -1,0 +1,46 @@
+"""Reading image stacks (numpy + tifffile; no Qt)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def read_stack(path) -> tuple[np.ndarray, str]:
+    """Read a TIFF stack -> ``(data, axes)``.
+
+    ``axes`` is a string over ``T Z Y X S`` (S = RGB samples) taken from the
+    file's own metadata (our ``axes`` entry, ImageJ or OME) when present, else
+    guessed from the shape: (Y,X), (T,Y,X), (T,Z,Y,X), with a trailing 3 or 4
+    read as RGB(A).
+    """
+    import tifffile
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such image file")
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            data = series.asarray()
+            axes = series.axes.upper()
+            meta = tif.shaped_metadata[0] if tif.shaped_metadata else None
+    except tifffile.TiffFileError as e:
+        raise ValueError(f"{path}: not a readable TIFF ({e})") from None
+    if meta and isinstance(meta.get("axes"), str) and len(meta["axes"]) == data.ndim:
+        axes = meta["axes"].upper()
+    axes = axes.replace("Q", "T").replace("I", "T").replace("C", "S") if set(axes) - set("TZYXS") else axes
+    if len(axes) != data.ndim or set(axes) - set("TZYXS"):
+        axes = guess_axes(data.shape)
+    return data, axes
+
+
+def guess_axes(shape: tuple[int, ...]) -> str:
+    """Axes for a bare array shape (see :func:`read_stack`)."""
+    rgb = len(shape) >= 3 and shape[-1] in (3, 4) and shape[-2] > 4
+    core = len(shape) - (1 if rgb else 0)
+    names = {2: "YX", 3: "TYX", 4: "TZYX"}
+    if core not in names:
+        raise ValueError(f"cannot interpret an image of shape {shape}: expected (Y,X), (T,Y,X) or (T,Z,Y,X), optionally RGB")
+    return names[core] + ("S" if rgb else "")
