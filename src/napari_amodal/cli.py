@@ -92,6 +92,98 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_train_vqvae(args) -> int:
+    from .model import get_config
+    from .train.shape import train_shape_model
+
+    config = get_config(args.config)
+    if args.mask_size:
+        config = config.replace(mask_size=args.mask_size)
+    if args.codes:
+        config = config.replace(num_codes=args.codes)
+    bar = _Progress("shape model", args.quiet)
+    report = train_shape_model(
+        config, args.data, Path(args.out) / "shape.safetensors", val_sources=args.val, iterations=args.iterations,
+        batch_size=args.batch_size, seed=args.seed, device=_device(args.device),
+        progress=lambda i, n, row: bar(i, n),
+    )
+    bar.close()
+    print(f"held-out reconstruction IoU: {report['val_iou']:.4f}")
+    if "perplexity" in report:
+        usage = " ".join(f"{u:.2f}" for u in report["usage"])
+        print(f"codebook perplexity: {report['perplexity']:.2f} of {config.num_codes}  (use per code: {usage})")
+    print(f"saved: {report['path']}")
+    return 0
+
+
+def _device(name: str) -> str:
+    from .models import pick_device
+
+    return pick_device(name)
+
+
+def cmd_train(args) -> int:
+    from .model import get_config
+    from .train.loop import TrainSettings, train_detector
+    from .train.shape import load_shape_model, train_shape_model
+
+    config = get_config(args.config)
+    if args.head:
+        config = config.replace(mask_head=args.head)
+    if args.no_occlusion:
+        config = config.replace(occlusion=False)
+    out = Path(args.out)
+    device = _device(args.device)
+    shape_model = None
+    if config.mask_head != "fcn" and args.init is None:
+        shape_path = Path(args.vqvae) if args.vqvae else out / "shape.safetensors"
+        if not shape_path.exists():
+            if args.vqvae:
+                raise FileNotFoundError(f"shape model {shape_path} does not exist")
+            print(f"no --vqvae given: training the shape model first ({args.vqvae_iterations} iterations)")
+            bar = _Progress("shape model", args.quiet)
+            report = train_shape_model(config, args.data, shape_path, val_sources=args.val,
+                                       iterations=args.vqvae_iterations, seed=args.seed, device=device,
+                                       progress=lambda i, n, row: bar(i, n))
+            bar.close()
+            print(f"shape model: held-out reconstruction IoU {report['val_iou']:.4f}")
+        shape_model = load_shape_model(shape_path, config)
+    settings = TrainSettings(
+        iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device,
+        val_every=args.val_every, checkpoint_every=args.checkpoint_every, num_workers=args.workers,
+    )
+    gen = train_detector(config, args.data, out, settings, val_sources=args.val, shape_model=shape_model,
+                         init=args.init, resume=not args.restart)
+    bar = _Progress("training", args.quiet)
+    try:
+        while True:
+            ev = next(gen)
+            bar(ev.iteration, ev.total)
+            if ev.validation:
+                v = ev.validation
+                print(f"\niteration {ev.iteration}: validation AP {v['AP']}, AP50 {v['AP50']}", file=sys.stderr)
+    except StopIteration as stop:
+        final = stop.value
+    bar.close()
+    print(f"model: {final}")
+    return 0
+
+
+def cmd_segment(args) -> int:
+    from .segment import Segmenter
+    from .write import segment_files
+
+    segmenter = Segmenter.load(args.model, device=args.device, score_threshold=args.score_threshold,
+                               batch_size=args.batch_size)
+    print(f"model {args.model} on {segmenter.device}", file=sys.stderr)
+    for inp in args.inputs:
+        bar = _Progress(Path(inp).name, args.quiet)
+        written = segment_files(segmenter, inp, args.out, plane=args.plane, progress=bar)
+        bar.close()
+        print("  ".join(str(p) for p in written))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -145,6 +237,50 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print the report as JSON")
     ev.set_defaults(func=cmd_evaluate)
 
+    tv = sub.add_parser("train-vqvae", help="train the shape VQ-VAE on complete masks of COCO-amodal data")
+    tv.add_argument("--config", default="lean", help="model config: lean, paper or a JSON file (default lean)")
+    tv.add_argument("--data", type=Path, nargs="+", required=True, help="COCO-amodal JSON file(s)")
+    tv.add_argument("--val", type=Path, nargs="*", help="held-out COCO-amodal JSON (default: 10%% of --data)")
+    tv.add_argument("--out", type=Path, required=True, help="folder; writes shape.safetensors")
+    tv.add_argument("--iterations", type=int, default=3000)
+    tv.add_argument("--batch-size", type=int, default=128)
+    tv.add_argument("--mask-size", type=int, help="mask side M (multiple of 8; default from the config)")
+    tv.add_argument("--codes", type=int, help="codebook size K (default from the config: 4)")
+    tv.add_argument("--device", default="auto")
+    tv.add_argument("--seed", type=int, default=0)
+    tv.set_defaults(func=cmd_train_vqvae)
+
+    tr = sub.add_parser("train", help="train the amodal Mask R-CNN (resumes from OUT/last.safetensors)")
+    tr.add_argument("--config", default="lean", help="model config: lean, paper or a JSON file (default lean)")
+    tr.add_argument("--head", choices=["fcn", "vae", "vq", "vq_refine"], help="override the config's mask head")
+    tr.add_argument("--no-occlusion", action="store_true", help="switch the occlusion branch off (ablation)")
+    tr.add_argument("--data", type=Path, nargs="+", required=True, help="training COCO-amodal JSON file(s)")
+    tr.add_argument("--val", type=Path, nargs="*", help="validation COCO-amodal JSON file(s)")
+    tr.add_argument("--out", type=Path, required=True, help="output folder (checkpoints, log.jsonl)")
+    tr.add_argument("--vqvae", type=Path, help="trained shape model (default: OUT/shape.safetensors, trained if missing)")
+    tr.add_argument("--vqvae-iterations", type=int, default=3000)
+    tr.add_argument("--init", help="start from this detector checkpoint or model name (fine-tuning)")
+    tr.add_argument("--iterations", type=int, default=2000)
+    tr.add_argument("--batch-size", type=int, default=2)
+    tr.add_argument("--lr", type=float, default=0.02)
+    tr.add_argument("--val-every", type=int, default=0, help="validate every N iterations (0: at the end)")
+    tr.add_argument("--checkpoint-every", type=int, default=200)
+    tr.add_argument("--workers", type=int, default=0, help="data loader processes")
+    tr.add_argument("--device", default="auto")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--restart", action="store_true", help="ignore OUT/last.safetensors and start afresh")
+    tr.set_defaults(func=cmd_train)
+
+    sg = sub.add_parser("segment", help="segment images / stacks into COCO-amodal predictions")
+    sg.add_argument("inputs", type=Path, nargs="+", help="TIFF stacks or images: (Y,X), (T,Y,X), (T,Z,Y,X)")
+    sg.add_argument("--out", type=Path, required=True, help="output folder")
+    sg.add_argument("--model", default="bundled", help="model name or .safetensors path (default bundled)")
+    sg.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    sg.add_argument("--plane", type=int, help="focal plane for T,Z stacks (default: the middle one)")
+    sg.add_argument("--score-threshold", type=float, default=0.5)
+    sg.add_argument("--batch-size", type=int, help="frames per forward pass (default 4 on GPU, 1 on CPU)")
+    sg.set_defaults(func=cmd_segment)
+
     de = sub.add_parser("demo", help="run the main job on the bundled sample data")
     de.add_argument("--out", type=Path, default=Path("napari-amodal-demo"), help="output folder")
     de.set_defaults(func=cmd_demo)
@@ -159,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError) as e:  # includes AmodalFormatError
+    except (FileNotFoundError, ValueError) as e:  # includes AmodalFormatError, CheckpointError
         print(f"napari-amodal {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

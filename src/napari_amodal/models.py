@@ -1,0 +1,147 @@
+"""Finding and loading trained models by name or path.
+
+Names resolve, in order, to:
+
+1. ``bundled``: the model shipped inside the package
+   (``napari_amodal/models/bundled.safetensors``), checked against its SHA-256
+   (``bundled.sha256``) before loading;
+2. ``NAME.safetensors`` in each folder of the ``NAPARI_AMODAL_MODELS``
+   environment variable (``os.pathsep``-separated; for offline sites);
+3. ``NAME.safetensors`` in the user model folder (``~/.napari-amodal/models``
+   or ``NAPARI_AMODAL_HOME/models``), where fine-tuned models are saved.
+
+Anything else is taken as a path to a ``.safetensors`` checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+BUNDLED_DIR = Path(__file__).resolve().parent / "models"
+BUNDLED = "bundled"
+
+
+class ModelNotFoundError(FileNotFoundError):
+    pass
+
+
+class ChecksumError(ValueError):
+    pass
+
+
+def user_model_dir() -> Path:
+    """Where fine-tuned models are saved and found by name."""
+    home = os.environ.get("NAPARI_AMODAL_HOME")
+    return (Path(home) if home else Path.home() / ".napari-amodal") / "models"
+
+
+def model_dirs() -> list[Path]:
+    """Folders searched for models by name, in order (bundled first)."""
+    dirs = [BUNDLED_DIR]
+    for part in os.environ.get("NAPARI_AMODAL_MODELS", "").split(os.pathsep):
+        if part.strip():
+            dirs.append(Path(part.strip()).expanduser())
+    dirs.append(user_model_dir())
+    return dirs
+
+
+def list_models() -> dict[str, Path]:
+    """``{name: path}`` of every model found by name (earlier folders win)."""
+    found: dict[str, Path] = {}
+    for d in model_dirs():
+        if d.is_dir():
+            for p in sorted(d.glob("*.safetensors")):
+                found.setdefault(p.stem, p)
+    return found
+
+
+def resolve_model(name_or_path) -> Path:
+    """The checkpoint file for a model name or path; a clear error when none exists."""
+    s = str(name_or_path)
+    p = Path(s).expanduser()
+    if p.suffix == ".safetensors" or os.sep in s or (os.altsep and os.altsep in s):
+        if not p.exists():
+            raise ModelNotFoundError(f"model file {p} does not exist")
+        return p
+    models = list_models()
+    if s in models:
+        return models[s]
+    raise ModelNotFoundError(
+        f"no model named {s!r}; known: {', '.join(sorted(models)) or 'none'} "
+        f"(searched {', '.join(str(d) for d in model_dirs())})"
+    )
+
+
+def verify_bundled(path: Path) -> None:
+    """Check a bundled model against its recorded SHA-256 (``NAME.sha256`` beside it)."""
+    from .train.checkpoint import sha256
+
+    record = path.with_suffix(".sha256")
+    if not record.exists():
+        raise ChecksumError(f"{path}: no checksum file {record.name}; the installation is incomplete")
+    expected = record.read_text().split()[0].strip().lower()
+    actual = sha256(path)
+    if actual != expected:
+        raise ChecksumError(f"{path}: checksum mismatch (expected {expected[:12]}..., got {actual[:12]}...); reinstall")
+
+
+def load_model(name_or_path="bundled", device="cpu"):
+    """Build the model a checkpoint describes and load its weights.
+
+    Returns ``(model, config, extra)``: an :class:`AmodalMaskRCNN` in eval mode on
+    ``device``, its :class:`ModelConfig` and the checkpoint's extra metadata.
+    Loading reads tensors and JSON only; no code from the file runs.
+    """
+    from .model import ModelConfig, build_model
+    from .train.checkpoint import CheckpointError, load_checkpoint
+
+    path = resolve_model(name_or_path)
+    if path.parent.resolve() == BUNDLED_DIR:
+        verify_bundled(path)
+    tensors, config_dict, extra = load_checkpoint(path)
+    if config_dict.get("kind", "detector") != "detector":
+        raise CheckpointError(f"{path} holds a {config_dict.get('kind')} model, not a segmentation model")
+    config = ModelConfig.from_dict(config_dict["model"])
+    model = build_model(config)
+    # training state (optimiser, RNG) rides along in resumable checkpoints as "__" keys
+    weights = {k: v for k, v in tensors.items() if not k.startswith("__")}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: weights do not fit the config (missing {missing[:3]}..., unexpected {unexpected[:3]}...)"
+        )
+    model.eval().to(device)
+    return model, config, extra
+
+
+def pick_device(device: str = "auto") -> str:
+    """``auto`` -> cuda, else mps, else cpu; an explicit device is checked."""
+    import torch
+
+    if device in (None, "", "auto"):
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' asked for, but torch sees no CUDA GPU")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device 'mps' asked for, but it is not available")
+    return device
+
+
+def available_devices() -> list[str]:
+    """Devices to offer in a GUI: auto, then those present."""
+    import torch
+
+    out = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        out += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        out.append("mps")
+    return out

@@ -1,0 +1,189 @@
+"""Segmenter: a trained model applied to frames, stacks and time-lapses.
+
+``Segmenter.segment(...)`` is a generator: it yields ``(done, total)`` after each
+batch of frames and *returns* the list of :class:`FrameInstances` (with their
+occlusion maps), so the CLI, the napari widget and tests share one code path and
+the caller can stop between batches (close the generator; the frames done so far
+are in :attr:`Segmenter.last_results`). ``iter_frames`` streams results one frame
+at a time for long stacks.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Generator, Iterator, Sequence
+
+import numpy as np
+
+from .instances import FrameInstances, masks_to_boxes
+
+log = logging.getLogger(__name__)
+
+Progress = tuple[int, int]
+
+
+def frames_view(stack: np.ndarray, axes: str | None = None, plane: int | None = None) -> tuple[np.ndarray, str]:
+    """Normalise an image or stack to a sequence of 2D frames.
+
+    Args:
+        stack: (Y, X), (T, Y, X), (T, Z, Y, X), each optionally with a trailing
+            RGB(A) axis; 8/16-bit integers or floats.
+        axes: e.g. ``"TZYX"`` to say what the axes are; guessed from the shape otherwise.
+        plane: focal plane for stacks with a Z axis (default: the middle one).
+    Returns:
+        ``(frames, axes)`` with frames shaped (T, Y, X) or (T, Y, X, C).
+    """
+    from .io_images import guess_axes
+
+    stack = np.asarray(stack)
+    if stack.dtype == bool or not (np.issubdtype(stack.dtype, np.integer) or np.issubdtype(stack.dtype, np.floating)):
+        raise ValueError(f"images must be integer or float, got {stack.dtype}")
+    axes = (axes or guess_axes(stack.shape)).upper()
+    if len(axes) != stack.ndim:
+        raise ValueError(f"axes {axes!r} do not match an image of shape {stack.shape}")
+    if set(axes) - set("TZYXS") or not axes.replace("S", "").endswith("YX"):
+        raise ValueError(f"cannot segment axes {axes!r}: expected Y and X last (T, Z and RGB S optional)")
+    if "Z" in axes:
+        z = axes.index("Z")
+        n = stack.shape[z]
+        plane = n // 2 if plane is None else plane
+        if not 0 <= plane < n:
+            raise ValueError(f"focal plane {plane} is outside 0..{n - 1}")
+        stack = np.take(stack, plane, axis=z)
+        axes = axes.replace("Z", "")
+    if "T" not in axes:
+        stack, axes = stack[None], "T" + axes
+    if min(stack.shape[1:3]) < 16:
+        raise ValueError(f"frames of {stack.shape[1:3]} pixels are too small to segment")
+    return stack, axes
+
+
+def outputs_to_instances(
+    output: dict,
+    shape: tuple[int, int],
+    *,
+    score_threshold: float = 0.5,
+    mask_threshold: float = 0.5,
+    file_name: str = "",
+    frame: int = 0,
+) -> FrameInstances:
+    """One image's model output -> FrameInstances.
+
+    ``output``: ``boxes (N, 4)``, ``labels (N,)``, ``scores (N,)``, ``masks
+    (N, 1, H, W)`` probabilities, optional ``occlusion (H, W)`` probabilities
+    (torch tensors). Cells below ``score_threshold`` or with empty masks are dropped.
+    """
+    scores = output["scores"].detach().float().cpu().numpy()
+    keep = scores >= score_threshold
+    masks = (output["masks"][:, 0] >= mask_threshold).cpu().numpy()[keep] if len(scores) else np.zeros((0, *shape), bool)
+    labels = output["labels"].cpu().numpy()[keep]
+    scores = scores[keep]
+    nonempty = masks.reshape(len(masks), -1).any(1) if len(masks) else np.zeros(0, bool)
+    masks, labels, scores = masks[nonempty], labels[nonempty], scores[nonempty]
+    occ = output.get("occlusion")
+    occ = None if occ is None else occ.detach().float().cpu().numpy().astype(np.float32)
+    return FrameInstances(
+        masks=masks.reshape(len(masks), *shape),
+        boxes=masks_to_boxes(masks),
+        scores=scores.astype(np.float32),
+        labels=labels.astype(np.int64),
+        track_ids=np.full(len(masks), -1, np.int64),
+        parent_ids=np.full(len(masks), -1, np.int64),
+        occlusion=occ,
+        file_name=file_name,
+        frame=int(frame),
+    )
+
+
+class Segmenter:
+    """A loaded model and the settings to run it.
+
+    Args:
+        model: an :class:`~napari_amodal.model.AmodalMaskRCNN` (moved to ``device``, eval mode).
+        device: ``auto`` (CUDA, else MPS, else CPU) or a torch device string.
+        score_threshold: minimum detection score of a kept cell (0..1).
+        mask_threshold: probability above which a pixel belongs to a mask.
+        batch_size: frames per forward pass (default: 4 on GPU, 1 on CPU).
+    """
+
+    def __init__(self, model, device: str = "auto", score_threshold: float = 0.5, mask_threshold: float = 0.5,
+                 batch_size: int | None = None, config=None, name: str = ""):
+        from .models import pick_device
+
+        self.device = pick_device(device)
+        self.model = model.eval().to(self.device)
+        self.config = config
+        self.name = name
+        self.score_threshold = float(score_threshold)
+        self.mask_threshold = float(mask_threshold)
+        self.batch_size = batch_size or (4 if self.device.startswith("cuda") else 1)
+        self.last_results: list[FrameInstances] = []
+
+    @classmethod
+    def load(cls, name_or_path="bundled", device: str = "auto", **kwargs) -> "Segmenter":
+        """A Segmenter for a model name (``bundled``, or one in a model folder) or a checkpoint path."""
+        from .models import load_model, pick_device
+
+        dev = pick_device(device)
+        model, config, _ = load_model(name_or_path, dev)
+        return cls(model, dev, config=config, name=str(name_or_path), **kwargs)
+
+    # ------------------------------------------------------------------
+    def iter_frames(
+        self,
+        stack: np.ndarray,
+        *,
+        axes: str | None = None,
+        plane: int | None = None,
+        frames: Sequence[int] | None = None,
+        file_name: str = "",
+    ) -> Iterator[FrameInstances]:
+        """Segment frames one batch at a time, yielding one FrameInstances per frame.
+
+        Memory stays bounded by one batch: the stack may be a memory-mapped or
+        lazily read array; each frame is converted when its batch comes.
+        """
+        import torch
+
+        from .data.dataset import image_to_float
+
+        view, _ = frames_view(stack, axes, plane)
+        indices = list(range(len(view))) if frames is None else [int(t) for t in frames]
+        for t in indices:
+            if not 0 <= t < len(view):
+                raise ValueError(f"frame {t} is outside 0..{len(view) - 1}")
+        for start in range(0, len(indices), self.batch_size):
+            batch = indices[start : start + self.batch_size]
+            images = [torch.from_numpy(image_to_float(np.asarray(view[t]))).to(self.device) for t in batch]
+            with torch.inference_mode():
+                outputs = self.model(images)
+            for t, out, img in zip(batch, outputs, images):
+                yield outputs_to_instances(
+                    out, tuple(img.shape[-2:]), score_threshold=self.score_threshold,
+                    mask_threshold=self.mask_threshold, file_name=file_name, frame=t,
+                )
+
+    def segment(self, stack: np.ndarray, **kwargs) -> Generator[Progress, None, list[FrameInstances]]:
+        """Generator: yields ``(done, total)`` per frame, returns the frames' instances.
+
+        Keyword arguments as :meth:`iter_frames`. If the caller stops early
+        (``close()``), :attr:`last_results` holds the frames finished so far.
+        """
+        view, _ = frames_view(stack, kwargs.get("axes"), kwargs.get("plane"))
+        frames = kwargs.get("frames")
+        total = len(view) if frames is None else len(frames)
+        self.last_results = results = []
+        yield 0, total
+        for inst in self.iter_frames(stack, **kwargs):
+            results.append(inst)
+            yield len(results), total
+        return results
+
+    def __call__(self, stack: np.ndarray, **kwargs) -> list[FrameInstances]:
+        """Run :meth:`segment` to the end and return its result."""
+        gen = self.segment(stack, **kwargs)
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                return stop.value

@@ -1,0 +1,298 @@
+"""Training the amodal Mask R-CNN: SGD with a step schedule, resumable.
+
+:func:`train_detector` is a generator (the napari widget drains it in a worker,
+the CLI with a progress bar): it yields a :class:`TrainEvent` after every
+iteration and returns the path of the final checkpoint. Closing the generator
+stops training between iterations; the last and the best checkpoints on disk
+stay usable.
+
+Files in ``out_dir``:
+
+- ``last.safetensors``: model + optimiser + RNG state every ``checkpoint_every``
+  iterations and at the end/stop (resume reads it);
+- ``best.safetensors``: the model with the best validation AP so far;
+- ``model.safetensors``: the final model (``best`` when validation ran, else last);
+- ``log.jsonl``: one line per iteration (losses, lr, seconds) and per validation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Generator, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainSettings:
+    """How to train. The step schedule drops the learning rate 10x at
+    ``steps`` (fractions of ``iterations``; the paper's 10k and 11k of 12k)."""
+
+    iterations: int = 2000
+    batch_size: int = 2
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup: int = 100
+    steps: tuple[float, ...] = (10 / 12, 11 / 12)
+    grad_clip: float = 10.0
+    checkpoint_every: int = 200
+    val_every: int = 0  # 0: validate only at the end
+    val_max_frames: int = 64
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # mixed precision, used on CUDA only
+    num_workers: int = 0
+    trainable: str = "all"  # "all" | "heads" (fine-tuning: freeze backbone + FPN)
+
+
+@dataclass
+class TrainEvent:
+    """What a training step reports."""
+
+    iteration: int
+    total: int
+    losses: dict[str, float]
+    lr: float
+    seconds: float
+    validation: dict | None = None
+    checkpoint: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def lr_at(it: int, s: TrainSettings) -> float:
+    """Learning rate at iteration ``it`` (0-based): linear warm-up, then 10x drops."""
+    lr = s.lr * (0.1 ** sum(it >= round(f * s.iterations) for f in s.steps))
+    if s.warmup and it < s.warmup:
+        lr *= 0.001 + 0.999 * it / s.warmup
+    return lr
+
+
+def _optimizer_tensors(opt) -> tuple[dict, dict]:
+    """Flatten an optimiser state into tensors + JSON-able rest (param groups)."""
+    import torch
+
+    sd = opt.state_dict()
+    tensors = {}
+    for idx, state in sd["state"].items():
+        for k, v in state.items():
+            if torch.is_tensor(v):
+                tensors[f"__optim__.{idx}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"]}
+
+
+def _restore_optimizer(opt, tensors: dict, meta: dict) -> None:
+    state: dict = {}
+    for key, v in tensors.items():
+        if key.startswith("__optim__."):
+            _, idx, k = key.split(".", 2)
+            state.setdefault(int(idx), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def predict_frames(model, dataset, indices, device, score_threshold=0.05):
+    """Run ``model`` on dataset items -> (predicted, ground-truth) FrameInstances lists."""
+    import torch
+
+    from ..data.dataset import image_to_float
+    from ..segment import outputs_to_instances
+
+    model.eval()
+    preds, gts = [], []
+    with torch.inference_mode():
+        for i in indices:
+            f = dataset.instances(i)
+            image = torch.from_numpy(image_to_float(dataset.frame_image(i))).to(device)
+            out = model([image])[0]
+            p = outputs_to_instances(out, f.shape, score_threshold=score_threshold, file_name=f.file_name, frame=f.frame)
+            preds.append(p)
+            gts.append(f)
+    return preds, gts
+
+
+def validate(model, dataset, device, max_frames: int = 64) -> dict:
+    """AP / AP50 / AP75 / occlusion IoU of ``model`` on (up to ``max_frames``) dataset frames."""
+    from ..evaluate import evaluate_frames
+
+    n = len(dataset)
+    idx = np.linspace(0, n - 1, min(n, max_frames)).round().astype(int) if max_frames else np.arange(n)
+    preds, gts = predict_frames(model, dataset, sorted(set(idx.tolist())), device)
+    r = evaluate_frames(gts, preds, dataset.categories or None)
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+
+
+def train_detector(
+    config,
+    train_sources: Sequence,
+    out_dir,
+    settings: TrainSettings | None = None,
+    *,
+    val_sources: Sequence | None = None,
+    shape_model=None,
+    init: str | Path | None = None,
+    resume: bool = True,
+    augment=None,
+    train_frames: set | None = None,
+    replay_sources: Sequence | None = None,
+    replay_fraction: float = 0.0,
+) -> Generator[TrainEvent, None, Path]:
+    """Train (or fine-tune) an amodal Mask R-CNN.
+
+    Args:
+        config: :class:`~napari_amodal.model.ModelConfig`.
+        train_sources / val_sources: COCO-amodal JSON files.
+        out_dir: folder for checkpoints and the log.
+        settings: :class:`TrainSettings`.
+        shape_model: the trained, frozen VQ-VAE / VAE (needed unless ``fcn`` or ``init``).
+        init: a detector checkpoint to start from (fine-tuning); its shape model comes with it.
+        resume: continue from ``out_dir/last.safetensors`` when it exists.
+        augment: a :class:`~napari_amodal.data.dataset.Augment` (default: the standard one).
+        train_frames: use only these ``(file_name, frame)`` keys of the train sources.
+        replay_sources / replay_fraction: mix in frames of other files (e.g. synthetic
+            data while fine-tuning) with this probability per sample.
+    Yields:
+        :class:`TrainEvent` per iteration. Returns the path of ``model.safetensors``.
+    """
+    import torch
+    from torch.utils.data import DataLoader, RandomSampler
+
+    from ..data.dataset import AmodalDataset, Augment, collate
+    from ..model import build_model
+    from ..models import load_model, pick_device
+    from .checkpoint import load_checkpoint, save_checkpoint
+
+    s = settings or TrainSettings()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = pick_device(s.device)
+    torch.manual_seed(s.seed)
+    augment = augment if augment is not None else Augment()
+
+    if init is not None:
+        model, init_config, _ = load_model(init, device)
+        config = init_config
+    else:
+        if config.mask_head != "fcn" and shape_model is None:
+            raise ValueError(f"mask head {config.mask_head!r} needs a trained shape model (train-vqvae first)")
+        model = build_model(config, shape_model)
+    model.to(device)
+    if s.trainable == "heads":
+        for p in model.backbone.body.parameters():
+            p.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+
+    train_set = AmodalDataset(train_sources, augment=augment, seed=s.seed, frames=train_frames)
+    replay_set = AmodalDataset(replay_sources, augment=augment, seed=s.seed + 1) if replay_sources else None
+    val_set = AmodalDataset(val_sources) if val_sources else None
+
+    start, best_ap, log_path = 0, -1.0, out / "log.jsonl"
+    last = out / "last.safetensors"
+    ckpt_config = {"kind": "detector", "model": config.to_dict(), "settings": _jsonable(asdict(s))}
+    if resume and last.exists():
+        tensors, _, extra = load_checkpoint(last, device=device)
+        model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("__")})
+        _restore_optimizer(opt, tensors, extra["optimizer"])
+        start, best_ap = int(extra["iteration"]), float(extra.get("best_ap", -1.0))
+        if "__rng__.torch" in tensors:
+            torch.set_rng_state(tensors["__rng__.torch"].cpu())
+        log.info("resumed from %s at iteration %d", last, start)
+    elif log_path.exists():
+        log_path.unlink()
+
+    def save(path: Path, with_state: bool, it: int) -> Path:
+        tensors = dict(model.state_dict())
+        extra = {"iteration": it, "best_ap": best_ap}
+        if with_state:
+            opt_tensors, opt_meta = _optimizer_tensors(opt)
+            tensors.update(opt_tensors)
+            tensors["__rng__.torch"] = torch.get_rng_state()
+            extra["optimizer"] = opt_meta
+        return save_checkpoint(path, tensors, ckpt_config, extra)
+
+    use_amp = s.amp and device.startswith("cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    def batches():
+        epoch = start // max(1, len(train_set) // s.batch_size)
+        rng = np.random.default_rng([s.seed, 7])
+        while True:
+            train_set.epoch = epoch
+            gen = torch.Generator().manual_seed(s.seed * 1000 + epoch)
+            loader = DataLoader(train_set, batch_size=s.batch_size, sampler=RandomSampler(train_set, generator=gen),
+                                collate_fn=collate, num_workers=s.num_workers, drop_last=len(train_set) >= s.batch_size)
+            for images, targets in loader:
+                if replay_set is not None:
+                    for k in range(len(images)):
+                        if rng.random() < replay_fraction:
+                            images[k], targets[k] = replay_set[int(rng.integers(len(replay_set)))]
+                yield images, targets
+            epoch += 1
+
+    done = start
+    data = batches()
+    t_start = time.time()
+    try:
+        with open(log_path, "a", encoding="utf-8") as logf:
+            for it in range(start, s.iterations):
+                t0 = time.time()
+                model.train()
+                images, targets = next(data)
+                images = [im.to(device, non_blocking=True) for im in images]
+                targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+                lr = lr_at(it, s)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                with torch.autocast("cuda", enabled=use_amp):
+                    losses = model(images, targets)
+                total = sum(losses.values())
+                if not torch.isfinite(total):
+                    raise FloatingPointError(
+                        f"loss became {float(total)} at iteration {it + 1} ({ {k: float(v) for k, v in losses.items()} }); "
+                        "lower the learning rate"
+                    )
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(total).backward()
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
+                scaler.step(opt)
+                scaler.update()
+                row = {k: round(float(v.detach()), 5) for k, v in losses.items()}
+                row["loss"] = round(float(total), 5)
+                event = TrainEvent(it + 1, s.iterations, row, lr, time.time() - t0)
+                logf.write(json.dumps({"iteration": it + 1, "lr": lr, "seconds": round(event.seconds, 3), **row}) + "\n")
+                done = it + 1
+                if val_set is not None and ((s.val_every and done % s.val_every == 0) or done == s.iterations):
+                    event.validation = validate(model, val_set, device, s.val_max_frames)
+                    logf.write(json.dumps({"iteration": done, "validation": event.validation}) + "\n")
+                    ap = event.validation.get("AP") or 0.0
+                    if ap > best_ap:
+                        best_ap = ap
+                        event.checkpoint = str(save(out / "best.safetensors", False, done))
+                if done % s.checkpoint_every == 0 or done == s.iterations:
+                    save(last, True, done)
+                logf.flush()
+                yield event
+    except GeneratorExit:
+        # stopped by the caller between iterations: keep the progress made so far
+        # (an error instead leaves the checkpoints of the last good save untouched)
+        if done > start:
+            save(last, True, done)
+        raise
+    final = out / "model.safetensors"
+    src = out / "best.safetensors" if (out / "best.safetensors").exists() else last
+    tensors, _, extra = load_checkpoint(src)
+    save_checkpoint(final, {k: v for k, v in tensors.items() if not k.startswith("__")}, ckpt_config,
+                    {"iteration": extra.get("iteration"), "best_ap": best_ap, "seconds": round(time.time() - t_start, 1)})
+    return final
+
+
+def _jsonable(d: dict) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}

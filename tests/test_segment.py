@@ -1,0 +1,80 @@
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_amodal.cli import main
+from napari_amodal.data.coco import load_occlusion_maps, read_amodal
+from napari_amodal.segment import Segmenter, frames_view
+from tiny import save_untrained
+
+
+def test_frames_view_shapes_and_errors():
+    assert frames_view(np.zeros((20, 30), np.uint8))[0].shape == (1, 20, 30)
+    assert frames_view(np.zeros((5, 20, 30), np.uint16))[0].shape == (5, 20, 30)
+    v, axes = frames_view(np.arange(2 * 3 * 20 * 30, dtype=np.float32).reshape(2, 3, 20, 30), plane=2)
+    assert v.shape == (2, 20, 30) and axes == "TYX"
+    assert v[0, 0, 0] == 2 * 20 * 30  # plane 2 of frame 0
+    assert frames_view(np.zeros((4, 20, 30, 3), np.uint8))[0].shape == (4, 20, 30, 3)
+    with pytest.raises(ValueError, match="focal plane"):
+        frames_view(np.zeros((2, 3, 20, 30), np.uint8), plane=5)
+    with pytest.raises(ValueError, match="cannot interpret"):
+        frames_view(np.zeros((2, 2, 2, 20, 30), np.uint8))
+    with pytest.raises(ValueError, match="integer or float"):
+        frames_view(np.zeros((20, 30), bool))
+    with pytest.raises(ValueError, match="too small"):
+        frames_view(np.zeros((3, 4), np.uint8), axes="YX")
+
+
+@pytest.fixture(scope="module")
+def segmenter(tmp_path_factory):
+    path = save_untrained(tmp_path_factory.mktemp("m") / "tiny.safetensors")
+    return Segmenter.load(path, device="cpu", score_threshold=0.0)
+
+
+def test_segment_is_a_progress_generator(segmenter):
+    stack = (np.random.default_rng(0).random((3, 96, 96)) * 255).astype(np.uint8)
+    gen = segmenter.segment(stack, file_name="s.tif")
+    seen = []
+    try:
+        while True:
+            seen.append(next(gen))
+    except StopIteration as stop:
+        result = stop.value
+    assert seen == [(0, 3), (1, 3), (2, 3), (3, 3)]
+    assert [f.frame for f in result] == [0, 1, 2]
+    for f in result:
+        assert f.shape == (96, 96) and f.file_name == "s.tif"
+        assert f.occlusion is not None and f.occlusion.shape == (96, 96)
+        assert ((0 <= f.occlusion) & (f.occlusion <= 1)).all()
+
+
+def test_stopping_keeps_frames_done(segmenter):
+    stack = np.zeros((5, 64, 64), np.uint8)
+    gen = segmenter.segment(stack)
+    next(gen), next(gen), next(gen)
+    gen.close()
+    assert [f.frame for f in segmenter.last_results] == [0, 1]
+
+
+def test_cli_segment_writes_predictions(tmp_path):
+    model = save_untrained(tmp_path / "tiny.safetensors")
+    stack = (np.random.default_rng(1).random((2, 3, 80, 96)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "emb.tif", stack, photometric="minisblack", metadata={"axes": "TZYX"})
+    rc = main(["-q", "segment", str(tmp_path / "emb.tif"), "--out", str(tmp_path / "out"), "--model", str(model),
+               "--device", "cpu", "--score-threshold", "0", "--plane", "1"])
+    assert rc == 0
+    frames, _ = read_amodal(tmp_path / "out" / "emb.json")
+    assert [(f.file_name, f.frame) for f in frames] == [("emb.tif", 0), ("emb.tif", 1)]
+    assert load_occlusion_maps(frames, tmp_path / "out" / "emb.json") == 2
+    assert tifffile.imread(tmp_path / "out" / "emb_occlusion.tif").shape == (2, 80, 96)
+    assert (tmp_path / "out" / "emb_overlay.png").stat().st_size > 0
+    d = json.loads((tmp_path / "out" / "emb.json").read_text())
+    assert all("score" in a for a in d["annotations"])
+
+
+def test_cli_segment_missing_model_is_clear(tmp_path, capsys):
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((32, 32), np.uint8))
+    rc = main(["segment", str(tmp_path / "a.tif"), "--out", str(tmp_path), "--model", str(tmp_path / "nope.safetensors")])
+    assert rc == 2 and "nope.safetensors" in capsys.readouterr().err

@@ -1,0 +1,85 @@
+"""Training plumbing on a tiny model: logs, checkpoints, resume, stop, failure."""
+
+import json
+
+import pytest
+import tifffile
+
+from napari_amodal.data.sample import EMBRYO_GT, sample_path
+from napari_amodal.segment import Segmenter
+from napari_amodal.train.checkpoint import read_metadata
+from napari_amodal.train.loop import TrainSettings, lr_at, train_detector
+from tiny import tiny_config
+
+DATA = [sample_path(EMBRYO_GT)]
+
+
+def drain(gen):
+    events = []
+    try:
+        while True:
+            events.append(next(gen))
+    except StopIteration as stop:
+        return events, stop.value
+
+
+def settings(iterations, **kw):
+    return TrainSettings(iterations=iterations, batch_size=1, lr=0.005, warmup=2, checkpoint_every=2,
+                         device="cpu", val_max_frames=2, **kw)
+
+
+def test_step_schedule():
+    s = TrainSettings(iterations=1200, lr=0.04, warmup=0)
+    assert lr_at(0, s) == pytest.approx(0.04)
+    assert lr_at(1000, s) == pytest.approx(0.004)
+    assert lr_at(1100, s) == pytest.approx(0.0004)
+
+
+def test_train_logs_checkpoints_and_yields_a_loadable_model(tmp_path):
+    events, final = drain(train_detector(tiny_config("fcn"), DATA, tmp_path, settings(3), val_sources=DATA))
+    assert [e.iteration for e in events] == [1, 2, 3]
+    assert set(events[0].losses) >= {"loss_objectness", "loss_classifier", "loss_mask", "loss_occlusion", "loss"}
+    assert events[-1].validation is not None and "AP" in events[-1].validation
+    rows = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows if "loss" in r] == [1, 2, 3]
+    assert any("validation" in r for r in rows)
+    assert read_metadata(tmp_path / "last.safetensors")["extra"]["iteration"] == 3
+    seg = Segmenter.load(final, device="cpu")
+    frames = seg(tifffile.imread(sample_path("embryo_sample.tif"))[:1])
+    assert len(frames) == 1 and frames[0].shape == (500, 500)
+
+
+def test_resume_continues_where_it_stopped(tmp_path):
+    drain(train_detector(tiny_config("fcn"), DATA, tmp_path, settings(2)))
+    events, _ = drain(train_detector(tiny_config("fcn"), DATA, tmp_path, settings(4)))
+    assert [e.iteration for e in events] == [3, 4]
+    rows = [json.loads(x)["iteration"] for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert rows == [1, 2, 3, 4]
+
+
+def test_stop_keeps_a_usable_checkpoint(tmp_path):
+    gen = train_detector(tiny_config("fcn"), DATA, tmp_path, settings(50))
+    for _ in range(3):
+        next(gen)
+    gen.close()
+    meta = read_metadata(tmp_path / "last.safetensors")
+    assert meta["extra"]["iteration"] == 3
+    Segmenter.load(tmp_path / "last.safetensors", device="cpu")  # a stopped run's checkpoint segments
+    events, _ = drain(train_detector(tiny_config("fcn"), DATA, tmp_path, settings(4)))
+    assert [e.iteration for e in events] == [4]
+
+
+def test_failing_run_leaves_earlier_checkpoints_intact(tmp_path):
+    drain(train_detector(tiny_config("fcn"), DATA, tmp_path, settings(2)))
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("*.safetensors")}
+    s = settings(6)
+    s.lr = 1e12  # diverges
+    with pytest.raises(FloatingPointError, match="learning rate"):
+        drain(train_detector(tiny_config("fcn"), DATA, tmp_path, s))
+    for name, data in before.items():
+        assert (tmp_path / name).read_bytes() == data, name
+
+
+def test_shape_head_needs_a_shape_model(tmp_path):
+    with pytest.raises(ValueError, match="shape model"):
+        next(train_detector(tiny_config("vq_refine"), DATA, tmp_path, settings(1)))
