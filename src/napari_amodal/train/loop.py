@@ -173,6 +173,7 @@ def train_detector(
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(s.device)
     torch.manual_seed(s.seed)
+    torch.set_flush_denormal(True)  # denormal floats slow CPU convolutions down by 5-10x
     augment = augment if augment is not None else Augment()
 
     if init is not None:

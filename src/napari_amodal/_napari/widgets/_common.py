@@ -1,0 +1,144 @@
+"""Helpers shared by the widgets: layer lookup, frames <-> layers, snapshots, notifications.
+
+Everything here works on napari layers; the computation lives in the core
+(:mod:`napari_amodal.segment`, :mod:`napari_amodal.project`, :mod:`..layers`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from napari.utils.notifications import show_error, show_info
+
+from ...overlay import track_colour
+from ..layers import (
+    CELL_LAYER_KIND,
+    FEATURES,
+    META_KEY,
+    cell_layer_data,
+    cell_layer_to_frames,
+)
+
+FILL_ALPHA = 0.12
+
+
+def report_error(error) -> None:
+    """Show an error as a napari notification (never only a console traceback)."""
+    show_error(str(error) if not isinstance(error, str) else error)
+
+
+def report_info(message: str) -> None:
+    show_info(message)
+
+
+def is_cell_layer(layer) -> bool:
+    meta = getattr(layer, "metadata", {}).get(META_KEY, {})
+    return layer._type_string == "shapes" and meta.get("kind") == CELL_LAYER_KIND
+
+
+def cells_name(image_name: str) -> str:
+    return f"{image_name} amodal cells"
+
+
+def occlusion_name(image_name: str) -> str:
+    return f"{image_name} occlusion"
+
+
+def image_axes(layer) -> str:
+    """Axes of an Image layer's data: (T)(Z)YX(S)."""
+    data = layer.data
+    ndim = data.ndim - (1 if layer.rgb else 0)
+    meta_axes = layer.metadata.get(META_KEY, {}).get("axes", "")
+    if meta_axes and len(meta_axes) == data.ndim:
+        return meta_axes.upper()
+    axes = {2: "YX", 3: "TYX", 4: "TZYX"}.get(ndim)
+    if axes is None:
+        raise ValueError(
+            f"image layer {layer.name!r} has shape {tuple(data.shape)}: expected (Y, X), (T, Y, X) or "
+            "(T, Z, Y, X), grey or RGB"
+        )
+    return axes + ("S" if layer.rgb else "")
+
+
+def image_file(layer) -> tuple[str, str]:
+    """``(path, name)`` of the file behind an Image layer (name falls back to the layer name)."""
+    path = getattr(getattr(layer, "source", None), "path", None) or ""
+    meta = layer.metadata.get(META_KEY, {})
+    name = Path(path).name if path else meta.get("source_file") or layer.name
+    return str(path), str(name)
+
+
+def frame_axis(viewer, layer) -> int | None:
+    """The world (dims) axis of a layer's first (time) axis; None for a 2D layer."""
+    if layer.ndim < 3:
+        return None
+    return viewer.dims.ndim - layer.ndim
+
+
+def current_frame(viewer, layer) -> int:
+    axis = frame_axis(viewer, layer)
+    return 0 if axis is None else int(viewer.dims.current_step[axis])
+
+
+def cells_layer_tuple(frames, *, stack: bool, name: str, plane: int | None = None, categories=None):
+    """cell_layer_data, with a Z coordinate inserted for (T, Z, Y, X) images."""
+    data, kwargs, kind = cell_layer_data(frames, stack=stack, name=name, categories=categories,
+                                         fill_alpha=FILL_ALPHA)
+    if plane is not None:
+        data = [np.insert(d, 1, plane, axis=1) for d in data]
+        kwargs["ndim"] = 4
+        kwargs["metadata"][META_KEY]["plane"] = int(plane)
+    return data, kwargs, kind
+
+
+def layer_frames(layer):
+    """The cells of a cell layer as one FrameInstances per frame (Z column dropped)."""
+    data = [np.asarray(d)[:, [0, 2, 3]] if np.asarray(d).shape[1] == 4 else np.asarray(d) for d in layer.data]
+    return cell_layer_to_frames(data, layer.features, layer.metadata, list(layer.shape_type))
+
+
+def snapshot(layer) -> dict:
+    """A copy of everything an edit may change on a cell layer."""
+    return {
+        "data": [np.array(d, copy=True) for d in layer.data],
+        "types": list(layer.shape_type),
+        "features": layer.features.copy(),
+        "edge": np.array(layer.edge_color, copy=True),
+        "face": np.array(layer.face_color, copy=True),
+        "reviewed": list(layer.metadata.get(META_KEY, {}).get("reviewed", [])),
+    }
+
+
+def set_shapes(layer, data, types, features, edge, face) -> None:
+    """Replace all shapes of a layer with their features and colours."""
+    layer.selected_data = set()
+    if len(data):
+        layer.data = list(zip(data, types))
+    else:
+        layer.data = []
+    layer.features = features.reset_index(drop=True) if hasattr(features, "reset_index") else features
+    if len(data):
+        layer.edge_color = np.asarray(edge, np.float32).reshape(-1, 4)
+        layer.face_color = np.asarray(face, np.float32).reshape(-1, 4)
+
+
+def restore(layer, snap: dict) -> None:
+    set_shapes(layer, snap["data"], snap["types"], snap["features"], snap["edge"], snap["face"])
+    layer.metadata.setdefault(META_KEY, {})["reviewed"] = list(snap["reviewed"])
+    layer.refresh()
+
+
+def recolour(layer) -> None:
+    """Colour every shape by its cell_id (stable per track)."""
+    if not len(layer.data):
+        return
+    ids = np.asarray(layer.features["cell_id"], np.int64)
+    layer.edge_color = np.array([track_colour(int(i)) for i in ids], np.float32)
+    layer.face_color = np.array([track_colour(int(i), FILL_ALPHA) for i in ids], np.float32)
+
+
+def empty_features():
+    import pandas as pd
+
+    return pd.DataFrame({k: np.zeros(0, float if k == "score" else np.int64) for k in FEATURES})

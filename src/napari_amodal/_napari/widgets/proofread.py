@@ -1,0 +1,451 @@
+"""The "Proofread" widget: edit amodal cells, review frames, save the project.
+
+Each button is one call on the cell layer or into :mod:`napari_amodal.project`.
+Edits (through the widget or napari's own tools on the chosen cell layer) push
+a snapshot of the layer (data, features, colours, review state) on a small
+undo stack first. Autosave (every ~10 s when there are unsaved edits) writes
+``<project>.autosave.json`` beside the project file, or
+``~/.napari-amodal/autosave/<image name>.autosave.json`` before the project
+has a file; saving the project removes the autosave.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QWidget,
+)
+
+from ... import project as core
+from ..layers import META_KEY
+from ._common import (
+    cells_layer_tuple,
+    cells_name,
+    current_frame,
+    frame_axis,
+    image_file,
+    is_cell_layer,
+    layer_frames,
+    recolour,
+    report_error,
+    report_info,
+    restore,
+    snapshot,
+)
+
+HISTORY = 30
+AUTOSAVE_MS = 10_000
+
+
+def default_autosave_dir() -> Path:
+    from ...models import user_model_dir
+
+    return user_model_dir().parent / "autosave"
+
+
+class ProofreadWidget(QWidget):
+    """Add, delete, edit and renumber cells; walk the frames needing attention; save."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.history: deque[dict] = deque(maxlen=HISTORY)
+        self.dirty = False
+        self.project_path: Path | None = None
+        self.last_autosave: Path | None = None
+        self._layer = None
+        self._quiet = 0  # >0: layer events come from the widget itself
+
+        self.cells = QComboBox()
+        self.image = QComboBox()
+        self.cell_id = QSpinBox()
+        self.cell_id.setRange(1, 10**9)
+        self.threshold = QDoubleSpinBox()
+        self.threshold.setRange(0.0, 1.0)
+        self.threshold.setSingleStep(0.05)
+        self.threshold.setValue(0.5)
+        self.path = QLineEdit()
+        self.path.setPlaceholderText("project.json")
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        b = {}
+        for key, text, slot in [
+            ("polygon", "Add polygon", self.add_polygon),
+            ("ellipse", "Add ellipse", self.add_ellipse),
+            ("edit", "Edit outline", self.edit_outlines),
+            ("select", "Select", self.select_mode),
+            ("delete", "Delete selected", self.delete_selected),
+            ("set_id", "Set id", self.apply_id),
+            ("undo", "Undo", self.undo),
+            ("next", "Next frame needing attention", self.next_frame),
+            ("reviewed", "Mark frame reviewed", self.mark_reviewed),
+            ("save", "Save", self.save),
+            ("load", "Load...", self.load),
+            ("export", "Export reviewed...", self.export),
+        ]:
+            b[key] = QPushButton(text)
+            b[key].clicked.connect(lambda *_, s=slot: s())
+        self.buttons = b
+
+        edit = QGridLayout()
+        for i, key in enumerate(["polygon", "ellipse", "edit", "select", "delete", "undo"]):
+            edit.addWidget(b[key], i // 2, i % 2)
+        id_row = QHBoxLayout()
+        id_row.addWidget(self.cell_id)
+        id_row.addWidget(b["set_id"])
+        file_row = QHBoxLayout()
+        file_row.addWidget(self.path)
+        file_row.addWidget(b["save"])
+        file_row.addWidget(b["load"])
+        form = QFormLayout(self)
+        form.addRow("Cells", self.cells)
+        form.addRow("Image", self.image)
+        form.addRow(edit)
+        form.addRow("Cell id", id_row)
+        form.addRow("Low score below", self.threshold)
+        form.addRow(b["next"])
+        form.addRow(b["reviewed"])
+        form.addRow("Project", file_row)
+        form.addRow(b["export"])
+        form.addRow(self.status)
+
+        self.timer = QTimer(self)
+        self.timer.setInterval(AUTOSAVE_MS)
+        self.timer.timeout.connect(self.autosave)
+        self.timer.start()
+
+        self.cells.currentTextChanged.connect(self._connect_layer)
+        self.viewer.layers.events.inserted.connect(self.refresh_layers)
+        self.viewer.layers.events.removed.connect(self.refresh_layers)
+        self.refresh_layers()
+
+    # -- layers -------------------------------------------------------------
+    def refresh_layers(self, event=None) -> None:
+        for combo, keep in ((self.cells, is_cell_layer), (self.image, lambda ly: ly._type_string == "image")):
+            current = combo.currentText()
+            names = [ly.name for ly in self.viewer.layers if keep(ly)]
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(names)
+            if current in names:
+                combo.setCurrentText(current)
+            elif combo is self.cells and names:
+                combo.setCurrentText(names[-1])
+            combo.blockSignals(False)
+        src = self.layer.metadata.get(META_KEY, {}).get("source_image") if self.layer is not None else None
+        if src and src in [self.image.itemText(i) for i in range(self.image.count())]:
+            self.image.setCurrentText(src)
+        self._connect_layer()
+
+    @property
+    def layer(self):
+        name = self.cells.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def _image_layer(self):
+        name = self.image.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def _connect_layer(self, *args) -> None:
+        layer = self.layer
+        if layer is self._layer:
+            return
+        if self._layer is not None:
+            self._layer.events.data.disconnect(self._on_data)
+        self._layer = layer
+        self.history.clear()
+        if layer is not None:
+            layer.events.data.connect(self._on_data)
+            layer.feature_defaults = {"cell_id": -1, "score": 1.0, "area": 0, "frame": -1, "label": 1,
+                                      "parent_id": -1}
+
+    def _require(self):
+        if self.layer is None:
+            raise ValueError("No amodal cell layer: run a segmentation or load a project first.")
+        return self.layer
+
+    @contextmanager
+    def _edit(self):
+        """One undoable edit made by the widget (layer events inside are not recorded again)."""
+        layer = self._require()
+        self.history.append(snapshot(layer))
+        self._quiet += 1
+        try:
+            yield layer
+        finally:
+            self._quiet -= 1
+        self._changed()
+
+    def _changed(self) -> None:
+        self.dirty = True
+        self._show_status()
+
+    def _on_data(self, event) -> None:
+        if self._quiet:
+            return
+        action = str(getattr(event, "action", ""))
+        if action.endswith(("adding", "removing", "changing")):
+            self.history.append(snapshot(self._layer))
+        elif action.endswith("added"):
+            self._quiet += 1
+            try:
+                self._label_new_shapes()
+            finally:
+                self._quiet -= 1
+            self._changed()
+        elif action.endswith(("removed", "changed")):
+            self._changed()
+
+    def _label_new_shapes(self) -> None:
+        """New shapes (cell_id -1 from the feature defaults) get a fresh id, score 1,
+        their frame and area, and their track colour."""
+        from ..layers import _shape_mask
+
+        layer = self._layer
+        feats = layer.features.copy()
+        ids = np.asarray(feats["cell_id"], np.int64)
+        new = np.flatnonzero(ids < 0)
+        if not len(new):
+            return
+        next_id = int(max(ids.max(initial=0), 0)) + 1
+        shape = tuple(layer.metadata.get(META_KEY, {}).get("image_shape", ()))
+        for i in new:
+            verts = np.asarray(layer.data[i])
+            feats.loc[i, "cell_id"] = next_id
+            next_id += 1
+            feats.loc[i, "score"] = 1.0
+            feats.loc[i, "label"] = 1
+            feats.loc[i, "parent_id"] = -1
+            feats.loc[i, "frame"] = int(round(verts[0, 0])) if verts.shape[1] >= 3 else 0
+            if len(shape) == 2:
+                feats.loc[i, "area"] = int(_shape_mask(verts[:, -2:], layer.shape_type[i], shape).sum())
+        layer.features = feats
+        recolour(layer)
+
+    # -- editing --------------------------------------------------------------
+    def _mode(self, mode: str) -> None:
+        layer = self._require()
+        self.viewer.layers.selection.active = layer
+        layer.mode = mode
+
+    def add_polygon(self) -> None:
+        self._mode("add_polygon")
+
+    def add_ellipse(self) -> None:
+        self._mode("add_ellipse")
+
+    def edit_outlines(self) -> None:
+        self._mode("direct")
+
+    def select_mode(self) -> None:
+        self._mode("select")
+
+    def delete_selected(self) -> None:
+        layer = self._require()
+        if not layer.selected_data:
+            report_info("Select the cells to delete first.")
+            return
+        with self._edit():
+            layer.remove_selected()
+
+    def apply_id(self) -> None:
+        """Give the selected shapes the id in the spin box (their colour follows)."""
+        layer = self._require()
+        selected = sorted(layer.selected_data)
+        if not selected:
+            report_info("Select the cells to renumber first.")
+            return
+        with self._edit():
+            feats = layer.features.copy()
+            feats.loc[selected, "cell_id"] = int(self.cell_id.value())
+            layer.features = feats
+            recolour(layer)
+
+    def undo(self) -> None:
+        layer = self._require()
+        if not self.history:
+            report_info("Nothing to undo.")
+            return
+        self._quiet += 1
+        try:
+            restore(layer, self.history.pop())
+        finally:
+            self._quiet -= 1
+        self._changed()
+
+    # -- review -----------------------------------------------------------------
+    def reviewed(self) -> set[int]:
+        layer = self.layer
+        return set() if layer is None else set(layer.metadata.get(META_KEY, {}).get("reviewed", []))
+
+    def n_frames(self) -> int:
+        image, layer = self._image_layer(), self._require()
+        if layer.ndim >= 3 and image is not None and image.ndim >= 3:
+            return int(image.data.shape[0])
+        frames = np.asarray(layer.features["frame"], np.int64) if len(layer.data) else np.zeros(0, int)
+        return int(frames.max(initial=0)) + 1
+
+    def attention(self) -> dict[int, list[str]]:
+        layer = self._require()
+        f = layer.features
+        cells = zip(f["frame"].astype(int), f["cell_id"].astype(int), f["score"].astype(float))
+        return core.attention_reasons(cells, self.n_frames(), self.reviewed(), float(self.threshold.value()))
+
+    def next_frame(self) -> int | None:
+        """Jump to the next frame needing attention; returns it (None if all reviewed)."""
+        layer = self._require()
+        t = core.next_attention_frame(self.attention(), current_frame(self.viewer, layer), self.n_frames())
+        if t is None:
+            report_info("Every frame is reviewed.")
+            return None
+        axis = frame_axis(self.viewer, layer)
+        if axis is not None:
+            self.viewer.dims.set_current_step(axis, t)
+        self._show_status()
+        return t
+
+    def mark_reviewed(self) -> None:
+        with self._edit() as layer:
+            meta = layer.metadata.setdefault(META_KEY, {})
+            meta["reviewed"] = sorted(set(meta.get("reviewed", [])) | {current_frame(self.viewer, layer)})
+
+    def _show_status(self) -> None:
+        layer = self.layer
+        if layer is None:
+            return
+        t = current_frame(self.viewer, layer)
+        reasons = self.attention().get(t, [])
+        state = "reviewed" if t in self.reviewed() else ", ".join(reasons)
+        dirty = " (unsaved edits)" if self.dirty else ""
+        self.status.setText(f"frame {t}: {state}; {len(self.reviewed())} reviewed{dirty}")
+
+    # -- project ----------------------------------------------------------------
+    def current_project(self) -> core.AnnotationProject:
+        """The chosen image and cell layer as an annotation project."""
+        layer = self._require()
+        image = self._image_layer()
+        if image is None:
+            raise ValueError("Choose the image the cells belong to (an Image layer).")
+        path, name = image_file(image)
+        sig = core.image_signature(image.data, path=path, name=name)
+        shape = tuple(layer.metadata.get(META_KEY, {}).get("image_shape", ()))
+        return core.AnnotationProject.from_frames(
+            sig, layer_frames(layer), n_frames=self.n_frames(), frame_shape=shape, reviewed=self.reviewed(),
+            categories=layer.metadata.get(META_KEY, {}).get("categories"),
+        )
+
+    def autosave_target(self) -> Path:
+        if self.project_path is not None:
+            return core.autosave_path(self.project_path)
+        image = self._image_layer()
+        name = image_file(image)[1] if image is not None else "cells"
+        return default_autosave_dir() / f"{Path(name).stem}.autosave.json"
+
+    def autosave(self) -> Path | None:
+        """Write the autosave file when there are unsaved edits (the timer calls this)."""
+        if not self.dirty or self.layer is None:
+            return None
+        try:
+            target = core.save_project(self.autosave_target(), self.current_project())
+        except Exception as e:  # noqa: BLE001
+            self.timer.stop()  # one notification, not one every 10 s
+            report_error(f"Autosave failed ({e}); autosave is off until the next save.")
+            return None
+        self.dirty = False
+        self.last_autosave = target
+        return target
+
+    def save(self, path=None) -> Path | None:
+        """Save the project (to ``path``, the path field, or a file dialog)."""
+        path = path or self.path.text().strip() or None
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Save project", "", "Projects (*.json)")
+            if not path:
+                return None
+        path = Path(path)
+        if path.suffix.lower() != ".json":
+            path = path.with_suffix(".json")
+        try:
+            core.save_project(path, self.current_project())
+        except Exception as e:  # noqa: BLE001
+            report_error(f"Could not save the project to {path}: {e}. The previous file is unchanged.")
+            return None
+        self.project_path = path
+        self.path.setText(str(path))
+        self.dirty = False
+        core.autosave_path(path).unlink(missing_ok=True)
+        self.timer.start()
+        self._show_status()
+        return path
+
+    def load(self, path=None) -> bool:
+        """Load a project onto the chosen image; refused if it was made for another image."""
+        if path is None:
+            path, _ = QFileDialog.getOpenFileName(self, "Load project", "", "Projects (*.json)")
+            if not path:
+                return False
+        image = self._image_layer()
+        if image is None:
+            report_error("Open the image first, then load its project.")
+            return False
+        path = Path(path)
+        source = core.newest_version(path)
+        try:
+            file_path, name = image_file(image)
+            proj = core.load_project(source, signature=core.image_signature(image.data, file_path, name))
+        except Exception as e:  # noqa: BLE001
+            report_error(str(e))
+            return False
+        if source != path:
+            report_info(f"Loaded the newer autosave {source.name}.")
+        axes_ndim = image.ndim
+        plane = None
+        if axes_ndim == 4:
+            plane = int(self.viewer.dims.current_step[self.viewer.dims.ndim - 3])
+        data, kwargs, _ = cells_layer_tuple(proj.frames, stack=axes_ndim >= 3, name=cells_name(image.name),
+                                            plane=plane, categories=proj.categories)
+        kwargs["metadata"][META_KEY].update(source_image=image.name, reviewed=sorted(proj.reviewed))
+        if kwargs["name"] in self.viewer.layers:
+            self.viewer.layers.remove(self.viewer.layers[kwargs["name"]])
+        self.viewer.add_shapes(data, **kwargs)
+        self.cells.setCurrentText(kwargs["name"])
+        self._connect_layer()
+        self.history.clear()
+        self.project_path = path
+        self.path.setText(str(path))
+        self.dirty = False
+        self._show_status()
+        return True
+
+    def export(self, path=None) -> Path | None:
+        """Export the reviewed frames as COCO-amodal JSON for fine-tuning."""
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Export reviewed frames", "", "COCO-amodal (*.json)")
+            if not path:
+                return None
+        try:
+            return core.export_reviewed(self.current_project(), path)
+        except Exception as e:  # noqa: BLE001
+            report_error(f"Could not export: {e}")
+            return None
+
+    def closeEvent(self, event) -> None:
+        self.autosave()
+        self.timer.stop()
+        super().closeEvent(event)

@@ -1,0 +1,365 @@
+"""The "Amodal segmentation" widget: run a model on an image layer in a worker thread.
+
+Thin by design: :meth:`SegmentationWidget.segment_arguments` turns the GUI
+values into :class:`~napari_amodal.segment.Segmenter` arguments, the run is
+:func:`segment_job` (a plain generator over ``Segmenter.segment``) in a napari
+generator worker, and the results become layers through ``..layers``.
+Stop asks the worker to quit: it stops at the next yield, i.e. after the frame
+being computed, and the frames already done are added as layers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QWidget,
+)
+
+from ..layers import META_KEY, occlusion_layer_data
+from ._common import (
+    cells_layer_tuple,
+    cells_name,
+    current_frame,
+    image_axes,
+    image_file,
+    is_cell_layer,
+    occlusion_name,
+    recolour,
+    report_error,
+    report_info,
+    set_shapes,
+)
+
+FILE_CHOICE = "file..."
+SCOPES = ("current frame", "frame range", "all frames")
+
+
+def segment_job(model: str, device: str, score_threshold: float, stack, holder: dict, **kwargs):
+    """Generator (no Qt): load the model, then yield ``(done, total)`` after each
+    frame and return the list of FrameInstances. ``holder["segmenter"]`` gives
+    the caller the Segmenter, whose ``last_results`` hold the frames done if the
+    run is stopped."""
+    from ...segment import Segmenter
+
+    seg = Segmenter.load(model, device=device, score_threshold=score_threshold)
+    holder["segmenter"] = seg
+    gen = seg.segment(stack, **kwargs)
+    try:
+        while True:
+            done, total = next(gen)
+            if done:
+                yield done, total
+    except StopIteration as stop:
+        return stop.value
+
+
+def explain_error(error: BaseException, device: str = "") -> str:
+    """A message a user can act on for an error raised during segmentation."""
+    from ...models import ModelNotFoundError
+
+    text = str(error)
+    if "out of memory" in text.lower() or type(error).__name__ == "OutOfMemoryError":
+        return (f"Segmentation ran out of memory on device '{device or 'auto'}': choose fewer frames, "
+                "a smaller image, or the cpu device.")
+    if isinstance(error, ModelNotFoundError):
+        return f"Model not found: {text}"
+    if isinstance(error, ValueError):
+        return f"Cannot segment: {text}"
+    return f"Segmentation failed: {type(error).__name__}: {text}"
+
+
+class SegmentationWidget(QWidget):
+    """Segment an image layer into amodal cells and an occlusion map."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.worker = None
+        self._run: dict[str, Any] | None = None
+
+        self.image = QComboBox()
+        self.model = QComboBox()
+        self.model_path = QLineEdit()
+        self.model_path.setPlaceholderText("path to a .safetensors model")
+        browse = QPushButton("Browse...")
+        browse.clicked.connect(self._browse_model)
+        self.device = QComboBox()
+        self.threshold = QDoubleSpinBox()
+        self.threshold.setRange(0.0, 1.0)
+        self.threshold.setSingleStep(0.05)
+        self.threshold.setValue(0.5)
+        self.plane = QSpinBox()
+        self.plane.setToolTip("focal plane for (T, Z, Y, X) images")
+        self.scope = QComboBox()
+        self.scope.addItems(SCOPES)
+        self.first = QSpinBox()
+        self.last = QSpinBox()
+        self.run_button = QPushButton("Run")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setEnabled(False)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        path_row = QHBoxLayout()
+        path_row.addWidget(self.model_path)
+        path_row.addWidget(browse)
+        range_row = QHBoxLayout()
+        range_row.addWidget(self.first)
+        range_row.addWidget(QLabel("to"))
+        range_row.addWidget(self.last)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.stop_button)
+        form = QFormLayout(self)
+        form.addRow("Image", self.image)
+        form.addRow("Model", self.model)
+        form.addRow("Model file", path_row)
+        form.addRow("Device", self.device)
+        form.addRow("Score threshold", self.threshold)
+        form.addRow("Focal plane", self.plane)
+        form.addRow("Frames", self.scope)
+        form.addRow("Range", range_row)
+        form.addRow(buttons)
+        form.addRow(self.status)
+
+        self._fill_models()
+        self.refresh_layers()
+        self.image.currentTextChanged.connect(self._image_changed)
+        self.run_button.clicked.connect(self.run)
+        self.stop_button.clicked.connect(self.stop)
+        self.viewer.layers.events.inserted.connect(self.refresh_layers)
+        self.viewer.layers.events.removed.connect(self.refresh_layers)
+        self._image_changed()
+
+    # -- GUI state -----------------------------------------------------------
+    def _fill_models(self) -> None:
+        from ...models import available_devices, list_models
+
+        try:
+            names = list(list_models())
+        except OSError:
+            names = []
+        self.model.addItems(names + [FILE_CHOICE])
+        self.device.addItems(available_devices())
+
+    def _browse_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Model file", "", "Models (*.safetensors)")
+        if path:
+            self.model_path.setText(path)
+            self.model.setCurrentText(FILE_CHOICE)
+
+    def refresh_layers(self, event=None) -> None:
+        """List layers, Image layers first (others are listed to explain why they don't fit)."""
+        current = self.image.currentText()
+        layers = [ly for ly in self.viewer.layers if not is_cell_layer(ly)]
+        layers.sort(key=lambda ly: ly._type_string != "image")
+        self.image.blockSignals(True)
+        self.image.clear()
+        self.image.addItems([ly.name for ly in layers])
+        if current in [ly.name for ly in layers]:
+            self.image.setCurrentText(current)
+        self.image.blockSignals(False)
+        self._image_changed()
+
+    def _image_changed(self, *args) -> None:
+        layer = self._layer()
+        if layer is None or layer._type_string != "image":
+            return
+        try:
+            axes = image_axes(layer)
+        except ValueError:
+            return
+        n_t = layer.data.shape[0] if "T" in axes else 1
+        n_z = layer.data.shape[axes.index("Z")] if "Z" in axes else 1
+        for spin in (self.first, self.last):
+            spin.setRange(0, max(n_t - 1, 0))
+        self.last.setValue(max(n_t - 1, 0))
+        self.plane.setRange(0, max(n_z - 1, 0))
+        self.plane.setValue(n_z // 2)
+        self.plane.setEnabled("Z" in axes)
+
+    def _layer(self):
+        name = self.image.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    # -- GUI values -> API arguments ----------------------------------------
+    def segment_arguments(self) -> dict:
+        """Turn the GUI values into :func:`segment_job` arguments; ValueError /
+        ModelNotFoundError with a clear message when they do not fit."""
+        from ...models import resolve_model
+
+        layer = self._layer()
+        if layer is None:
+            raise ValueError("No image to segment: open an image first.")
+        if layer._type_string != "image":
+            raise ValueError(
+                f"Layer '{layer.name}' is a {layer._type_string} layer; choose an Image layer to segment."
+            )
+        axes = image_axes(layer)
+        model = self.model.currentText()
+        if model == FILE_CHOICE:
+            model = self.model_path.text().strip()
+            if not model:
+                raise ValueError("Choose a model file (or a named model).")
+        resolve_model(model)  # a missing file fails here, before the worker starts
+        n_t = layer.data.shape[0] if "T" in axes else 1
+        scope = self.scope.currentText()
+        if "T" not in axes or scope == "current frame":
+            frames = [current_frame(self.viewer, layer) if "T" in axes else 0]
+        elif scope == "frame range":
+            if self.first.value() > self.last.value():
+                raise ValueError(f"Frame range {self.first.value()}..{self.last.value()} is empty.")
+            frames = list(range(self.first.value(), self.last.value() + 1))
+        else:
+            frames = list(range(n_t))
+        _, file_name = image_file(layer)
+        return {
+            "model": model,
+            "device": self.device.currentText() or "auto",
+            "score_threshold": float(self.threshold.value()),
+            "stack": layer.data,
+            "axes": axes,
+            "plane": int(self.plane.value()) if "Z" in axes else None,
+            "frames": frames,
+            "file_name": file_name,
+        }
+
+    # -- running -------------------------------------------------------------
+    def run(self) -> None:
+        from napari.qt.threading import create_worker
+
+        if self.worker is not None:
+            report_info("A segmentation is already running.")
+            return
+        try:
+            args = self.segment_arguments()
+        except Exception as e:  # noqa: BLE001 - every bad input becomes a notification
+            report_error(explain_error(e, self.device.currentText()))
+            return
+        holder: dict = {}
+        self._run = {"image": self._layer(), "args": args, "holder": holder, "stopped": False}
+        worker = create_worker(
+            segment_job, **args, holder=holder,
+            _progress={"total": len(args["frames"]), "desc": "Amodal segmentation"},
+            _start_thread=False, _ignore_errors=True,
+        )
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(self._on_returned)
+        worker.errored.connect(self._on_error)
+        worker.aborted.connect(self._on_aborted)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self.run_button.setEnabled(False)
+        self.stop_button.setEnabled(True)
+        self.status.setText("loading the model...")
+        worker.start()
+
+    def stop(self) -> None:
+        """Stop after the frame being computed; frames done are kept."""
+        if self.worker is not None:
+            self._run["stopped"] = True
+            self.status.setText("stopping after this frame...")
+            self.worker.quit()
+
+    def _on_progress(self, value) -> None:
+        done, total = value
+        self.status.setText(f"segmented {done} of {total} frames")
+
+    def _on_returned(self, frames) -> None:
+        self._add(frames)
+
+    def _on_aborted(self) -> None:
+        seg = self._run["holder"].get("segmenter") if self._run else None
+        frames = list(seg.last_results) if seg is not None else []
+        self._add(frames)
+        report_info(f"Segmentation stopped; kept {len(frames)} finished frame(s).")
+
+    def _on_error(self, error) -> None:
+        device = self._run["args"]["device"] if self._run else ""
+        report_error(explain_error(error, device))
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self.run_button.setEnabled(True)
+        self.stop_button.setEnabled(False)
+
+    def _add(self, frames) -> None:
+        try:
+            self.add_results(self._run["image"], frames, self._run["args"])
+        except Exception as e:  # noqa: BLE001
+            report_error(f"Could not show the results: {e}")
+        else:
+            self.status.setText(f"done: {len(frames)} frame(s), {sum(len(f) for f in frames)} cells")
+
+    # -- results -> layers ---------------------------------------------------
+    def add_results(self, image, frames, args: dict) -> None:
+        """Add or update the cell and occlusion layers of ``image`` for ``frames``."""
+        if not frames:
+            return
+        axes = args["axes"]
+        stacked = "T" in axes
+        plane = args["plane"] if "Z" in axes else None
+        data, kwargs, _ = cells_layer_tuple(frames, stack=stacked, name=cells_name(image.name), plane=plane)
+        kwargs["metadata"][META_KEY]["source_image"] = image.name
+        kwargs["metadata"][META_KEY]["reviewed"] = []
+        self._update_cells(kwargs["name"], data, kwargs, {f.frame for f in frames}, stacked)
+        self._update_occlusion(image, frames, axes, plane)
+
+    def _update_cells(self, name, data, kwargs, done: set[int], stacked: bool) -> None:
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        if layer is None or not is_cell_layer(layer) or layer.ndim != kwargs["ndim"]:
+            if layer is not None:
+                self.viewer.layers.remove(layer)
+            self.viewer.add_shapes(data, **kwargs)
+            return
+        import pandas as pd
+
+        old = layer.features
+        keep = [i for i in range(len(layer.data)) if stacked and int(old["frame"].iloc[i]) not in done]
+        types = [layer.shape_type[i] for i in keep] + ["polygon"] * len(data)
+        feats = pd.concat([old.iloc[keep], pd.DataFrame(kwargs["features"])], ignore_index=True)
+        all_data = [layer.data[i] for i in keep] + list(data)
+        edge = np.concatenate([np.asarray(layer.edge_color)[keep].reshape(-1, 4), kwargs["edge_color"]])
+        face = np.concatenate([np.asarray(layer.face_color)[keep].reshape(-1, 4), kwargs["face_color"]])
+        set_shapes(layer, all_data, types, feats, edge, face)
+        reviewed = layer.metadata.get(META_KEY, {}).get("reviewed", [])
+        layer.metadata = {**layer.metadata, META_KEY: {**kwargs["metadata"][META_KEY],
+                                                       "reviewed": [t for t in reviewed if t not in done]}}
+        recolour(layer)
+
+    def _update_occlusion(self, image, frames, axes: str, plane) -> None:
+        maps, kwargs, _ = occlusion_layer_data(frames, name=occlusion_name(image.name))
+        if "T" not in axes:
+            full = maps if maps.ndim == 2 else maps[0]
+        else:
+            maps = maps if maps.ndim == 3 else maps[None]
+            h, w = maps.shape[-2:]
+            n_t = image.data.shape[0]
+            layer = self.viewer.layers[kwargs["name"]] if kwargs["name"] in self.viewer.layers else None
+            old = None if layer is None else np.asarray(layer.data)
+            old = None if old is None else old.reshape(old.shape[0], -1, *old.shape[-2:])[:, 0]
+            full = old.copy() if old is not None and old.shape == (n_t, h, w) else np.zeros((n_t, h, w), np.float32)
+            for f, m in zip(frames, maps):
+                full[f.frame] = m
+            if plane is not None:
+                full = full[:, None]
+                kwargs["translate"] = (0, plane, 0, 0)
+        name = kwargs.pop("name")
+        if name in self.viewer.layers:
+            layer = self.viewer.layers[name]
+            if layer._type_string == "image" and layer.data.shape == full.shape:
+                layer.data = full
+                return
+            self.viewer.layers.remove(layer)
+        self.viewer.add_image(full, name=name, **kwargs)

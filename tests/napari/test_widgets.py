@@ -1,0 +1,249 @@
+"""The segmentation and proofread widgets through a real viewer (Xvfb), with a tiny untrained model."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+from tiny import save_untrained, tiny_config
+
+from napari_amodal._napari.widgets import ProofreadWidget, SegmentationWidget, _common
+from napari_amodal._napari.widgets.segmentation import FILE_CHOICE
+from napari_amodal.instances import mask_iou
+from napari_amodal.project import autosave_path
+
+pytestmark = pytest.mark.gui
+
+IMAGE = "embryo (synthetic)"
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    """An untrained tiny model that returns a few cells (box_score_thresh 0; some
+    random initialisations give only empty masks, so take the first seed that does not)."""
+    import torch
+
+    from napari_amodal.segment import Segmenter
+
+    config = tiny_config().replace(box_score_thresh=0.0, box_detections_per_img=4)
+    probe = (np.random.default_rng(0).random((1, 48, 48)) * 255).astype(np.uint8)
+    for seed in (2, 0, 1, 3, 4, 5, 6, 7):
+        torch.manual_seed(seed)
+        path = save_untrained(tmp_path_factory.mktemp("model") / "tiny.safetensors", config)
+        if len(Segmenter.load(path, "cpu", score_threshold=0.0)(probe)[0]):
+            return path
+    pytest.skip("no untrained tiny model found that returns cells")
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    seen = []
+    monkeypatch.setattr(_common, "show_error", lambda msg: seen.append(str(msg)))
+    return seen
+
+
+def _seg_widget(viewer, model_file, image=IMAGE):
+    w = SegmentationWidget(viewer)
+    w.image.setCurrentText(image)
+    w.model.setCurrentText(FILE_CHOICE)
+    w.model_path.setText(str(model_file))
+    w.device.setCurrentText("cpu")
+    w.threshold.setValue(0.0)
+    return w
+
+
+def _run(qtbot, w, timeout=60_000):
+    w.run_button.click()
+    assert w.worker is not None
+    qtbot.waitUntil(lambda: w.worker is None, timeout=timeout)
+
+
+@pytest.fixture
+def segmented(make_napari_viewer, qtbot, model_file, errors):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-amodal", "embryo")
+    w = _seg_widget(viewer, model_file)
+    w.scope.setCurrentText("frame range")
+    w.first.setValue(1)
+    w.last.setValue(2)
+    _run(qtbot, w)
+    assert errors == []
+    return viewer, w
+
+
+def test_segment_frame_range(segmented, qtbot):
+    viewer, w = segmented
+    cells = viewer.layers[f"{IMAGE} amodal cells"]
+    occ = viewer.layers[f"{IMAGE} occlusion"]
+    image = viewer.layers[IMAGE]
+    assert cells._type_string == "shapes" and cells.ndim == 3
+    assert len(cells.data) > 0
+    assert set(cells.features["frame"]) == {1, 2}
+    assert {"cell_id", "score", "area", "frame"} <= set(cells.features.columns)
+    assert (cells.features["area"] > 0).all()
+    assert occ.data.shape == image.data.shape and occ.data.dtype == np.float32
+    assert not occ.data[0].any()  # frames not segmented stay zero
+    # re-running on one frame updates the same layers, keeping the other frame
+    n_layers = len(viewer.layers)
+    viewer.dims.set_current_step(0, 2)
+    w.scope.setCurrentText("current frame")
+    _run(qtbot, w)
+    assert len(viewer.layers) == n_layers
+    assert set(viewer.layers[f"{IMAGE} amodal cells"].features["frame"]) == {1, 2}
+
+
+def test_stop_keeps_frames_done(make_napari_viewer, qtbot, model_file, errors):
+    viewer = make_napari_viewer()
+    stack = (np.random.default_rng(0).random((40, 48, 48)) * 255).astype(np.uint8)
+    viewer.add_image(stack, name="many")
+    w = _seg_widget(viewer, model_file, image="many")
+    w.scope.setCurrentText("all frames")
+    progress = []
+    w.run_button.click()
+    w.worker.yielded.connect(progress.append)
+    qtbot.waitUntil(lambda: len(progress) >= 1, timeout=60_000)
+    w.stop_button.click()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=10_000)
+    frames = set(viewer.layers["many amodal cells"].features["frame"])
+    assert frames and max(frames) < 39
+    occ = viewer.layers["many occlusion"].data
+    assert occ.shape == stack.shape
+    assert not occ[39].any()
+    assert errors == []
+
+
+def test_errors_become_notifications(make_napari_viewer, qtbot, model_file, errors, tmp_path):
+    viewer = make_napari_viewer()
+    viewer.add_points(np.zeros((2, 2)), name="points")
+    viewer.add_image(np.zeros((64, 64), np.uint8), name="img")
+    w = _seg_widget(viewer, model_file, image="points")
+    w.run_button.click()
+    assert w.worker is None and "choose an Image layer" in errors[-1]
+    w.image.setCurrentText("img")
+    w.model_path.setText(str(tmp_path / "missing.safetensors"))
+    w.run_button.click()
+    assert w.worker is None and "does not exist" in errors[-1]
+    # an error inside the worker (bad input: a 4-pixel-wide image) is a notification too
+    viewer.add_image(np.zeros((64, 4), np.uint8), name="thin")
+    w = _seg_widget(viewer, model_file, image="thin")
+    _run(qtbot, w)
+    assert "too small" in errors[-1]
+
+
+def _proofread(viewer):
+    p = ProofreadWidget(viewer)
+    p.image.setCurrentText(IMAGE)
+    return p
+
+
+def test_proofread_edits_and_undo(segmented):
+    viewer, _ = segmented
+    p = _proofread(viewer)
+    layer = p.layer
+    n0 = len(layer.data)
+    ids0 = set(layer.features["cell_id"])
+    # add an ellipse on frame 1
+    p.add_ellipse()
+    assert layer.mode == "add_ellipse"
+    layer.add(np.array([[1, 100, 100], [1, 100, 140], [1, 130, 140], [1, 130, 100]], float), shape_type="ellipse")
+    assert len(layer.data) == n0 + 1
+    new = layer.features.iloc[-1]
+    assert new["cell_id"] not in ids0 and new["cell_id"] > max(ids0)
+    assert new["score"] == 1 and new["frame"] == 1 and new["area"] > 0
+    # delete the first cell
+    layer.selected_data = {0}
+    p.delete_selected()
+    assert len(layer.data) == n0
+    # change an id
+    layer.selected_data = {0}
+    p.cell_id.setValue(777)
+    p.apply_id()
+    assert layer.features["cell_id"].iloc[0] == 777
+    # undo the id change, the deletion, the addition
+    p.undo()
+    assert layer.features["cell_id"].iloc[0] != 777
+    p.undo()
+    assert len(layer.data) == n0 + 1
+    p.undo()
+    assert len(layer.data) == n0 and set(layer.features["cell_id"]) == ids0
+
+
+def test_next_frame_and_review(segmented):
+    viewer, _ = segmented
+    p = _proofread(viewer)
+    p.threshold.setValue(0.0)  # no low scores: only count changes and review state
+    viewer.dims.set_current_step(0, 0)
+    # frame 0 has no cells, frame 1 has some: the count changes at 1
+    assert p.next_frame() == 1
+    assert viewer.dims.current_step[0] == 1
+    p.mark_reviewed()
+    assert p.reviewed() == {1}
+    p.undo()
+    assert p.reviewed() == set()
+    p.mark_reviewed()
+    t = p.next_frame()
+    assert t == 3  # frame 3 is empty after frame 2 had cells
+    # everything reviewed -> None
+    for t in range(20):
+        viewer.dims.set_current_step(0, t)
+        p.mark_reviewed()
+    assert p.next_frame() is None
+
+
+def test_project_save_reload_refuse_autosave(segmented, make_napari_viewer, errors, tmp_path, monkeypatch, qtbot):
+    viewer, _ = segmented
+    p = _proofread(viewer)
+    viewer.dims.set_current_step(0, 2)
+    p.mark_reviewed()
+    path = tmp_path / "proj.json"
+    assert p.save(path) == path
+    before = _common.layer_frames(p.layer)
+
+    # reload into a fresh viewer on the same image
+    v2 = make_napari_viewer()
+    v2.open_sample("napari-amodal", "embryo")
+    p2 = _proofread(v2)
+    assert p2.load(path)
+    after = _common.layer_frames(p2.layer)
+    assert p2.reviewed() == {2}
+    for a, b in zip(before, after):
+        assert len(a) == len(b)
+        if len(a):
+            assert (mask_iou(a.masks, b.masks).diagonal() > 0.9).all()
+            for ma, mb in zip(a.masks, b.masks):  # outlines agree within one pixel
+                band = ndi.binary_dilation(ma) & ~ndi.binary_erosion(ma)
+                assert not ((ma ^ mb) & ~band).any()
+
+    # a project for another image is refused
+    v2.add_image(np.zeros((20, 500, 500), np.uint8), name="other")
+    p2.image.setCurrentText("other")
+    n_errors = len(errors)
+    assert not p2.load(path)
+    assert len(errors) == n_errors + 1 and "another image" in errors[-1]
+    # loading again onto the right image replaces the cell layer, no pile-up
+    p2.image.setCurrentText(IMAGE)
+    n_layers = len(v2.layers)
+    assert p2.load(path) and len(v2.layers) == n_layers
+
+    # an atomic-write failure leaves the previous file intact
+    saved = path.read_text()
+    p.mark_reviewed()  # dirty again
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    assert p.save(path) is None
+    assert "previous file is unchanged" in errors[-1]
+    assert path.read_text() == saved
+    monkeypatch.undo()
+
+    # autosave writes after an edit
+    p.timer.setInterval(50)
+    p.layer.selected_data = {0}
+    p.delete_selected()
+    qtbot.waitUntil(lambda: autosave_path(path).exists(), timeout=5000)
+    d = json.loads(autosave_path(path).read_text())
+    assert d["napari_amodal_project"]["reviewed"] == [2]
+    assert not p.dirty
