@@ -154,3 +154,18 @@ def test_mobilenet_backbone_trains_and_predicts():
     with torch.no_grad():
         det = model([image])[0]
     assert det["masks"].shape[1:] == (1, SIZE, SIZE)
+
+
+def test_masks_for_given_boxes_have_image_size_and_follow_the_boxes():
+    from napari_amodal.model import build_model, masks_for_boxes
+    from tiny import tiny_config
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config("fcn"))
+    image = torch.rand(3, 96, 120)
+    boxes = torch.tensor([[10.0, 20.0, 50.0, 60.0], [60.0, 10.0, 110.0, 40.0]])
+    masks = masks_for_boxes(model, image, boxes)
+    assert masks.shape == (2, 96, 120)
+    # pasted masks live inside their boxes only
+    assert masks[0, :, 60:].abs().sum() == 0 and masks[1, 50:, :].abs().sum() == 0
+    assert model.training  # the model's mode is restored

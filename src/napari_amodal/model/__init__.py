@@ -7,7 +7,7 @@ models trained first on masks, then frozen), the amodal mask branches
 :class:`AmodalMaskRCNN` assembled by :func:`build_model` from a :class:`ModelConfig`.
 """
 
-from .amodal_rcnn import AmodalMaskRCNN
+from .amodal_rcnn import AmodalMaskRCNN, masks_for_boxes
 from .build import build_mask_branch, build_model, build_shape_model
 from .config import MASK_HEADS, ModelConfig, get_config
 from .mask_heads import FCNMaskBranch, LatentCodeBranch, MaskBranch, MaskRefinement, VQCodeBranch
@@ -33,4 +33,5 @@ __all__ = [
     "build_model",
     "build_shape_model",
     "get_config",
+    "masks_for_boxes",
 ]

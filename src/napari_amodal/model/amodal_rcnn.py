@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import torch
 from torch import Tensor, nn
 
 from .occlusion import OcclusionBranch
@@ -86,6 +87,39 @@ class AmodalMaskRCNN(nn.Module):
             for det, occ in zip(detections, probs):
                 det["occlusion"] = occ
         return self.transform.postprocess(detections, images.image_sizes, original_sizes)
+
+
+@torch.no_grad()
+def masks_for_boxes(model: AmodalMaskRCNN, image: Tensor, boxes: Tensor, labels: Tensor | None = None) -> Tensor:
+    """Amodal masks for given boxes (shape completion with perfect boxes).
+
+    Args:
+        image: ``(3, H, W)`` float in [0, 1].
+        boxes: ``(N, 4)`` float ``x1, y1, x2, y2`` in image pixels.
+        labels: ``(N,)`` class ids (default 1).
+    Returns:
+        ``(N, H, W)`` mask probabilities at the image's resolution.
+    """
+    from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+    was_training = model.training
+    model.eval()
+    h, w = image.shape[-2:]
+    images, _ = model.transform([image])
+    rh, rw = images.image_sizes[0]
+    scale = boxes.new_tensor([rw / w, rh / h, rw / w, rh / h])
+    rboxes = boxes * scale
+    features = model.backbone(images.tensors)
+    if isinstance(features, Tensor):
+        features = OrderedDict([("0", features)])
+    if model.occlusion is not None:
+        features, _ = model.occlusion(features)
+    heads = model.roi_heads
+    labels = labels if labels is not None else torch.ones(len(boxes), dtype=torch.int64, device=boxes.device)
+    outputs = heads.mask_branch(heads.mask_roi_pool(features, [rboxes], images.image_sizes))
+    masks = heads.mask_branch.predict(outputs, [labels])[0]
+    model.train(was_training)
+    return paste_masks_in_image(masks, boxes, (h, w))[:, 0]
 
 
 def _check_targets(targets: list[dict[str, Tensor]] | None, num_images: int) -> None:
