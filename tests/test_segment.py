@@ -78,3 +78,25 @@ def test_cli_segment_missing_model_is_clear(tmp_path, capsys):
     tifffile.imwrite(tmp_path / "a.tif", np.zeros((32, 32), np.uint8))
     rc = main(["segment", str(tmp_path / "a.tif"), "--out", str(tmp_path), "--model", str(tmp_path / "nope.safetensors")])
     assert rc == 2 and "nope.safetensors" in capsys.readouterr().err
+
+
+def test_segment_never_overwrites_ground_truth(tmp_path, capsys):
+    model = save_untrained(tmp_path / "tiny.safetensors")
+    tifffile.imwrite(tmp_path / "emb.tif", np.zeros((2, 64, 64), np.uint8))
+    (tmp_path / "emb.json").write_text('{"images": [], "annotations": [], "categories": []}')
+    before = (tmp_path / "emb.json").read_bytes()
+    rc = main(["-q", "segment", str(tmp_path / "emb.tif"), "--out", str(tmp_path), "--model", str(model), "--device", "cpu"])
+    assert rc == 2 and "was not written by" in capsys.readouterr().err
+    assert (tmp_path / "emb.json").read_bytes() == before
+    # its own earlier predictions may be replaced
+    out = tmp_path / "out"
+    for _ in range(2):
+        assert main(["-q", "segment", str(tmp_path / "emb.tif"), "--out", str(out), "--model", str(model), "--device", "cpu"]) == 0
+
+
+def test_segmented_cells_carry_track_ids(segmenter):
+    stack = (np.random.default_rng(0).random((3, 96, 96)) * 255).astype(np.uint8)
+    frames = segmenter(np.repeat(stack[:1], 3, 0))  # the same frame three times: tracks persist
+    if len(frames[0]):
+        assert (frames[0].track_ids >= 1).all()
+        assert sorted(frames[2].track_ids) == sorted(frames[0].track_ids)

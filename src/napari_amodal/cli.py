@@ -170,10 +170,59 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_finetune(args) -> int:
+    from .train.finetune import finetune
+
+    gen = finetune(
+        args.init, args.data, args.out, iterations=args.iterations, lr=args.lr, train=args.train,
+        device=args.device, val_fraction=args.val_fraction, replay=args.replay,
+        replay_fraction=args.replay_fraction, seed=args.seed, name=args.name, batch_size=args.batch_size,
+        val_every=args.val_every,
+    )
+    bar = _Progress("fine-tuning", args.quiet)
+    before = after = None
+    try:
+        while True:
+            ev = next(gen)
+            stage = ev.extra.get("stage")
+            if stage == "baseline":
+                before = ev.validation
+            elif stage == "shape":
+                print(f"shape model refitted: held-out reconstruction IoU {ev.extra['report']['val_iou']:.4f}",
+                      file=sys.stderr)
+            else:
+                bar(ev.iteration, ev.total)
+                if ev.validation:
+                    after = ev.validation
+    except StopIteration as stop:
+        final = stop.value
+    finally:
+        bar.close()
+
+    def ap(v):
+        return "n/a" if not v or v.get("AP") is None else f"{v['AP']:.4f} (AP50 {v['AP50']:.4f})"
+
+    if before or after:
+        print(f"validation AP before: {ap(before)}")
+        print(f"validation AP after:  {ap(after)}")
+    else:
+        print("no validation (a single frame, or --val-fraction 0)")
+    print(f"model: {final}")
+    if args.name:
+        print(f"available by name: {args.name}")
+    return 0
+
+
 def cmd_segment(args) -> int:
     from .segment import Segmenter
     from .write import segment_files
 
+    from .write import output_stem
+
+    stems = [output_stem(p) for p in args.inputs]
+    clash = sorted({s for s in stems if stems.count(s) > 1})
+    if clash:
+        raise ValueError(f"inputs would write the same output files: {', '.join(clash)}; segment them into separate --out folders")
     segmenter = Segmenter.load(args.model, device=args.device, score_threshold=args.score_threshold,
                                batch_size=args.batch_size)
     print(f"model {args.model} on {segmenter.device}", file=sys.stderr)
@@ -204,14 +253,26 @@ def build_parser() -> argparse.ArgumentParser:
         description="Amodal instance segmentation of overlapping cells (IVF embryo blastomeres).",
     )
     p.add_argument("--version", action="version", version=f"napari-amodal {__version__}")
+    # -q / -v work before or after the command name
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug messages")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    _add_parser = sub.add_parser
+
+    def add_parser(*a, **k):
+        return _add_parser(*a, parents=[common], **k)
+
+    sub.add_parser = add_parser
     sub.required = True
 
     synth = sub.add_parser("synth", help="render synthetic data with exact amodal ground truth")
     ssub = synth.add_subparsers(dest="kind", metavar="KIND")
     ssub.required = True
+    _add_kind = ssub.add_parser
+    ssub.add_parser = lambda *a, **k: _add_kind(*a, parents=[common], **k)
 
     sh = ssub.add_parser("shapes", help="the seed paper's overlapping shapes (224x224 RGB, 1-9 shapes)")
     sh.add_argument("out", type=Path, help="output folder (train/, test/, train.json, test.json)")
@@ -272,6 +333,25 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--restart", action="store_true", help="ignore OUT/last.safetensors and start afresh")
     tr.set_defaults(func=cmd_train)
 
+    ft = sub.add_parser("finetune", help="fine-tune a model on proofread frames (projects) or COCO-amodal files")
+    ft.add_argument("--init", default="bundled", help="model to start from: a name or a .safetensors path (default bundled)")
+    ft.add_argument("--data", type=Path, nargs="+", required=True,
+                    help="annotation project files (their reviewed frames) and/or COCO-amodal JSON files")
+    ft.add_argument("--out", type=Path, required=True, help="output folder (data/, checkpoints, log.jsonl, finetune.json)")
+    ft.add_argument("--iterations", type=int, default=300)
+    ft.add_argument("--lr", type=float, default=0.005)
+    ft.add_argument("--train", choices=["heads", "all", "refit_vqvae"], default="heads",
+                    help="heads: freeze the backbone; all; refit_vqvae: retrain the shape VQ-VAE first (default heads)")
+    ft.add_argument("--batch-size", type=int, default=2)
+    ft.add_argument("--val-fraction", type=float, default=0.2, help="frames held out for validation (default 0.2)")
+    ft.add_argument("--val-every", type=int, default=0, help="validate every N iterations (0: at the end)")
+    ft.add_argument("--replay", type=Path, nargs="*", help="COCO-amodal files (e.g. synthetic) mixed in against forgetting")
+    ft.add_argument("--replay-fraction", type=float, default=0.25, help="chance a sample comes from --replay (default 0.25)")
+    ft.add_argument("--name", help="also save as NAME in the user model folder (then: --model NAME, napari model list)")
+    ft.add_argument("--device", default="auto")
+    ft.add_argument("--seed", type=int, default=0)
+    ft.set_defaults(func=cmd_finetune)
+
     sg = sub.add_parser("segment", help="segment images / stacks into COCO-amodal predictions")
     sg.add_argument("inputs", type=Path, nargs="+", help="TIFF stacks or images: (Y,X), (T,Y,X), (T,Z,Y,X)")
     sg.add_argument("--out", type=Path, required=True, help="output folder")
@@ -299,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError) as e:  # includes AmodalFormatError, CheckpointError
+    except (FileNotFoundError, FileExistsError, ValueError) as e:  # includes AmodalFormatError, CheckpointError
         print(f"napari-amodal {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -140,15 +140,21 @@ class Segmenter:
         plane: int | None = None,
         frames: Sequence[int] | None = None,
         file_name: str = "",
+        track: bool = True,
     ) -> Iterator[FrameInstances]:
         """Segment frames one batch at a time, yielding one FrameInstances per frame.
 
         Memory stays bounded by one batch: the stack may be a memory-mapped or
-        lazily read array; each frame is converted when its batch comes.
+        lazily read array; each frame is converted when its batch comes. With
+        ``track``, consecutive frames are linked (:class:`~napari_amodal.track.Tracker`):
+        cells get track ids that persist over time and parent ids at divisions.
         """
         import torch
 
         from .data.dataset import image_to_float
+        from .track import Tracker
+
+        tracker = Tracker() if track else None
 
         view, _ = frames_view(stack, axes, plane)
         indices = list(range(len(view))) if frames is None else [int(t) for t in frames]
@@ -161,10 +167,11 @@ class Segmenter:
             with torch.inference_mode():
                 outputs = self.model(images)
             for t, out, img in zip(batch, outputs, images):
-                yield outputs_to_instances(
+                inst = outputs_to_instances(
                     out, tuple(img.shape[-2:]), score_threshold=self.score_threshold,
                     mask_threshold=self.mask_threshold, file_name=file_name, frame=t,
                 )
+                yield tracker.update(inst) if tracker is not None else inst
 
     def segment(self, stack: np.ndarray, **kwargs) -> Generator[Progress, None, list[FrameInstances]]:
         """Generator: yields ``(done, total)`` per frame, returns the frames' instances.

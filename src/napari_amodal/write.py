@@ -36,10 +36,12 @@ def segment_files(segmenter, input_path, out_dir, *, plane: int | None = None,
     input_path = Path(input_path)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    json_path = out / f"{output_stem(input_path)}.json"
+    refuse_foreign(json_path)
     data, axes = read_stack(input_path)
     view, _ = frames_view(data, axes, plane)
     n = len(view)
-    stem = input_path.name.split(".")[0]
+    stem = output_stem(input_path)
     occ_path = out / f"{stem}_occlusion.tif"
     picks = set(np.linspace(0, n - 1, min(n, overlay_frames)).round().astype(int).tolist())
     tiles = []
@@ -68,11 +70,36 @@ def segment_files(segmenter, input_path, out_dir, *, plane: int | None = None,
             os.unlink(occ_tmp)
     import json
 
-    json_path = out / f"{stem}.json"
     atomic_write_text(json_path, json.dumps(d, separators=(",", ":")))
     overlay_path = out / f"{stem}_overlay.png"
     iio.imwrite(overlay_path, montage(tiles, columns=min(4, len(tiles))))
     return [json_path, occ_path, overlay_path]
+
+
+def output_stem(path) -> str:
+    """``embryo.ome.tif`` -> ``embryo``; ``a.v1.tif`` -> ``a.v1`` (only image suffixes go)."""
+    name = Path(path).name
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png", ".jpg", ".jpeg"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def refuse_foreign(json_path: Path) -> None:
+    """Refuse to overwrite a JSON file that napari-amodal's ``segment`` did not write
+    (ground truth or a user's annotations in the output folder)."""
+    if not json_path.exists():
+        return
+    import json
+
+    try:
+        info = json.loads(json_path.read_text()).get("info", {})
+    except (ValueError, OSError, AttributeError):
+        info = {}
+    if not (isinstance(info, dict) and "model" in info and "source" in info):
+        raise FileExistsError(
+            f"{json_path} exists and was not written by 'napari-amodal segment'; choose another --out folder"
+        )
 
 
 def _categories(segmenter) -> list[dict]:

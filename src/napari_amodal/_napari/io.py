@@ -15,14 +15,25 @@ from .layers import META_KEY, cell_layer_data, cell_layer_to_frames
 TIFF_SUFFIXES = (".tif", ".tiff")
 
 
-def get_reader(path):
-    """Return a reader for a path we understand, else None (napari tries others)."""
-    if isinstance(path, list):
-        if not path or not all(str(p).lower().endswith(TIFF_SUFFIXES + (".json",)) for p in path):
-            return None
-        return read_paths
+def _ours(path) -> bool:
     p = str(path).lower()
-    if p.endswith(TIFF_SUFFIXES) or p.endswith(".json"):
+    if p.endswith(TIFF_SUFFIXES):
+        return True
+    if not p.endswith(".json"):
+        return False
+    try:  # an annotation file names images and annotations near its start
+        with open(path, encoding="utf-8", errors="ignore") as fh:
+            head = fh.read(1 << 16)
+    except OSError:
+        return False
+    return '"images"' in head and '"annotations"' in head
+
+
+def get_reader(path):
+    """Return a reader for TIFF stacks and amodal annotation JSON, else None
+    (other JSON files are left to other readers)."""
+    paths = path if isinstance(path, list) else [path]
+    if paths and all(_ours(p) for p in paths):
         return read_paths
     return None
 

@@ -81,6 +81,8 @@ def cell_layer_data(
         "name": name,
         "shape_type": "polygon",
         "features": {k: np.asarray(v) for k, v in feats.items()},
+        # a shape drawn by hand must not inherit the last row's cell id (napari's default)
+        "feature_defaults": {"cell_id": -1, "score": 1.0, "area": 0, "frame": 0, "label": 1, "parent_id": -1},
         "edge_color": np.array(edge, np.float32).reshape(-1, 4),
         "face_color": np.array(face, np.float32).reshape(-1, 4),
         "edge_width": 1.5,
@@ -146,7 +148,8 @@ def cell_layer_to_frames(
     order: list[tuple[int, int]] = []
     for k, verts in enumerate(data):
         verts = np.asarray(verts, float)
-        frame = int(round(verts[0, 0])) if verts.shape[1] == 3 else 0
+        # (t, row, col) or (t, z, row, col): the frame is the first coordinate
+        frame = int(round(verts[0, 0])) if verts.shape[1] >= 3 else 0
         yx = verts[:, -2:]
         cid = int(ids[k]) if k < len(ids) and ids[k] >= 0 else -1
         if cid < 0:

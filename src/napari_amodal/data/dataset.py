@@ -30,20 +30,17 @@ log = logging.getLogger(__name__)
 def image_to_float(frame: np.ndarray) -> np.ndarray:
     """(Y, X) or (Y, X, C) of uint8/uint16/float -> (3, Y, X) float32 in [0, 1].
 
-    Integers are scaled by their dtype's range; floats by their own min/max.
+    8-bit images are scaled by 255 (the model's training domain). Anything
+    else (12/16-bit cameras, floats) is stretched between its 0.1 and 99.9
+    percentiles, so a 12-bit image in a 16-bit container is not nearly black.
     """
     f = np.asarray(frame)
     if f.dtype == np.uint8:
         x = f.astype(np.float32) / 255.0
-    elif f.dtype == np.uint16:
-        x = f.astype(np.float32) / 65535.0
-    elif np.issubdtype(f.dtype, np.integer):
-        x = f.astype(np.float32)
-        x = (x - x.min()) / max(float(x.max() - x.min()), 1.0)
     else:
         x = f.astype(np.float32)
-        lo, hi = float(np.nanmin(x)), float(np.nanmax(x))
-        x = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+        lo, hi = np.nanpercentile(x, (0.1, 99.9))
+        x = np.clip((x - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(x)
     if x.ndim == 2:
         return np.repeat(x[None], 3, 0)
     if x.ndim == 3 and x.shape[-1] in (1, 3, 4):

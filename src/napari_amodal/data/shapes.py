@@ -126,16 +126,19 @@ def write_shapes_dataset(
             continue
         rng = np.random.default_rng(np.random.SeedSequence([seed, split_index]))
         (out_dir / split).mkdir(parents=True, exist_ok=True)
-        frames = []
-        for i in range(n):
-            image, inst = render_shapes_image(rng, size=size, max_shapes=max_shapes)
-            name = f"{split}/{i:05d}.png"
-            imsave(out_dir / name, image, check_contrast=False)
-            inst.file_name = name
-            frames.append(inst)
-            done += 1
-            if progress is not None:
-                progress(done, total)
+
+        def frames(split=split, n=n, rng=rng):  # a generator: masks never pile up in memory
+            nonlocal done
+            for i in range(n):
+                image, inst = render_shapes_image(rng, size=size, max_shapes=max_shapes)
+                name = f"{split}/{i:05d}.png"
+                imsave(out_dir / name, image, check_contrast=False)
+                inst.file_name = name
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+                yield inst
+
         paths[split] = out_dir / f"{split}.json"
-        write_coco(paths[split], frames, SHAPE_CATEGORIES, info={"generator": "shapes", "seed": seed})
+        write_coco(paths[split], frames(), SHAPE_CATEGORIES, info={"generator": "shapes", "seed": seed})
     return paths

@@ -111,46 +111,22 @@ class ModelConfig:
         return cls.from_json(Path(path).read_text())
 
 
-def paper_config() -> ModelConfig:
-    """The paper's setup: ResNet-50 FPN at 800 px, 1000 test proposals, VQ code + refinement, occlusion."""
-    return ModelConfig(name="paper")
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
-def lean_config() -> ModelConfig:
-    """Sized for CPU training/inference on 500x500 frames with <= ~16 cells."""
-    return ModelConfig(
-        name="lean",
-        backbone="resnet18",
-        fpn_channels=128,
-        # 500 px frames resized to 224: blastomeres stay 40-120 px across, and a
-        # ResNet-18 FPN forward costs ~0.17 s on 2 CPU cores (0.35 s at 288)
-        min_size=224,
-        max_size=224,
-        image_mean=(0.5, 0.5, 0.5),
-        image_std=(0.25, 0.25, 0.25),
-        anchor_sizes=(16, 32, 64, 128, 256),
-        rpn_pre_nms_top_n_train=1000,
-        rpn_pre_nms_top_n_test=500,
-        rpn_post_nms_top_n_train=300,
-        rpn_post_nms_top_n_test=150,
-        rpn_batch_size_per_image=128,
-        box_representation_size=256,
-        box_batch_size_per_image=128,
-        box_detections_per_img=32,
-        mask_size=32,
-        head_channels=128,
-        occlusion_channels=64,
-    )
-
-
-BUILTIN_CONFIGS = {"paper": paper_config, "lean": lean_config}
+def builtin_configs() -> list[str]:
+    """Names of the configs shipped as JSON files in ``napari_amodal/configs``:
+    ``paper`` (ResNet-50 FPN at 800 px, 1000 test proposals, VQ code + refinement +
+    occlusion) and ``lean`` (ResNet-18 FPN at 224 px, sized for CPUs)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
 
 
 def get_config(name_or_path: str | Path) -> ModelConfig:
-    """A built-in config by name (``paper``, ``lean``) or a JSON file saved by :meth:`ModelConfig.save`."""
-    if isinstance(name_or_path, str) and name_or_path in BUILTIN_CONFIGS:
-        return BUILTIN_CONFIGS[name_or_path]()
+    """A shipped config by name (see :func:`builtin_configs`) or a JSON file saved by
+    :meth:`ModelConfig.save`."""
+    if isinstance(name_or_path, str) and (CONFIG_DIR / f"{name_or_path}.json").is_file():
+        return ModelConfig.load(CONFIG_DIR / f"{name_or_path}.json")
     path = Path(name_or_path)
     if not path.is_file():
-        raise ValueError(f"unknown config {name_or_path!r}: not one of {sorted(BUILTIN_CONFIGS)} nor a file")
+        raise ValueError(f"unknown config {name_or_path!r}: not one of {builtin_configs()} nor a file")
     return ModelConfig.load(path)

@@ -288,7 +288,8 @@ def train_detector(
             save(last, True, done)
         raise
     final = out / "model.safetensors"
-    src = out / "best.safetensors" if (out / "best.safetensors").exists() else last
+    # a best.safetensors counts only if this run (or the run it resumed) wrote it
+    src = out / "best.safetensors" if best_ap >= 0 and (out / "best.safetensors").exists() else last
     tensors, _, extra = load_checkpoint(src)
     save_checkpoint(final, {k: v for k, v in tensors.items() if not k.startswith("__")}, ckpt_config,
                     {"iteration": extra.get("iteration"), "best_ap": best_ap, "seconds": round(time.time() - t_start, 1)})

@@ -24,7 +24,7 @@ def collect_masks(sources: Sequence, max_masks: int | None = None, seed: int = 0
     the coordinates of those arrays). Frames are decoded one at a time."""
     from ..data.coco import read_amodal
 
-    masks, boxes = [], []
+    masks, boxes, groups = [], [], []
     for src in sources:
         records, _ = read_amodal(src, lazy=True)
         for r in records:
@@ -38,12 +38,13 @@ def collect_masks(sources: Sequence, max_masks: int | None = None, seed: int = 0
                 x1, y1 = int(min(w, np.ceil(b[2] + mx))), int(min(h, np.ceil(b[3] + my)))
                 masks.append(m[y0:y1, x0:x1].copy())
                 boxes.append(b - np.array([x0, y0, x0, y0], np.float32))
+                groups.append(f"{src}:{r.file_name}")
     if not masks:
         raise ValueError(f"no masks in {', '.join(map(str, sources))}")
     if max_masks and len(masks) > max_masks:
         pick = np.random.default_rng(seed).choice(len(masks), max_masks, replace=False)
-        masks, boxes = [masks[i] for i in pick], [boxes[i] for i in pick]
-    return masks, np.array(boxes, np.float32)
+        masks, boxes, groups = [masks[i] for i in pick], [boxes[i] for i in pick], [groups[i] for i in pick]
+    return masks, np.array(boxes, np.float32), groups
 
 
 def crop_masks(masks, boxes: np.ndarray, size: int, jitter: float = 0.0, rng=None):
@@ -109,14 +110,17 @@ def train_shape_model(
         raise ValueError("the fcn mask head needs no shape model")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    masks, boxes = collect_masks(train_sources, seed=seed)
+    masks, boxes, groups = collect_masks(train_sources, seed=seed)
     if val_sources:
-        vmasks, vboxes = collect_masks(val_sources, max_masks=2000, seed=seed)
+        vmasks, vboxes, _ = collect_masks(val_sources, max_masks=2000, seed=seed)
     else:
-        order = rng.permutation(len(masks))
-        n_val = max(1, len(masks) // 10)
-        vmasks, vboxes = [masks[i] for i in order[:n_val]], boxes[order[:n_val]]
-        masks, boxes = [masks[i] for i in order[n_val:]], boxes[order[n_val:]]
+        # hold out whole stacks (~10 %): neighbouring frames of one cell look alike,
+        # so a random split of masks would flatter the reconstruction IoU
+        names = sorted(set(groups))
+        held = set(rng.permutation(names)[: max(1, len(names) // 10)]) if len(names) > 1 else set()
+        is_val = np.array([g in held for g in groups]) if held else (np.arange(len(masks)) % 10 == 0)
+        vmasks, vboxes = [m for m, v in zip(masks, is_val) if v], boxes[is_val]
+        masks, boxes = [m for m, v in zip(masks, is_val) if not v], boxes[~is_val]
     size = config.mask_size
     val = crop_masks(vmasks, vboxes, size).to(device)
     # a fixed pool of jittered crops per epoch keeps the RoIAlign cost out of the loop
@@ -150,10 +154,11 @@ def train_shape_model(
     if quantizer is not None:
         with torch.no_grad():
             idx = model.code_indices(val)
+        from ..model.quantizer import perplexity
+
         counts = torch.bincount(idx.flatten(), minlength=config.num_codes).float()
-        p = counts / counts.sum()
-        report["usage"] = p.tolist()
-        report["perplexity"] = float(torch.exp(-(p * torch.log(p.clamp(min=1e-12))).sum()))
+        report["usage"] = (counts / counts.sum()).tolist()
+        report["perplexity"] = float(perplexity(idx, config.num_codes))
     path = save_checkpoint(
         out,
         model.state_dict(),

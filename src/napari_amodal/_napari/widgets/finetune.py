@@ -1,0 +1,437 @@
+"""The "Fine-tune" widget: adapt a model to proofread frames, in a worker thread.
+
+Thin over :func:`napari_amodal.train.finetune.finetune`: :meth:`FinetuneWidget.finetune_arguments`
+turns the GUI values into arguments of :func:`finetune_job` (a plain generator,
+no Qt), which runs in a napari generator worker. Training data are the reviewed
+frames of a cell layer (with its image layer, as the Proofread widget keeps
+them) and/or saved project / COCO-amodal files. Losses and validation AP are
+drawn live in the dock (:class:`CurvePlot`, plain QPainter). Stop ends the run
+after the current iteration and keeps the best (else the last) checkpoint as
+the result. A result saved under a name is offered at once in every
+"Amodal segmentation" widget of the viewer, which can re-segment the stack.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import pairwise
+from pathlib import Path
+from typing import Any, ClassVar
+
+from qtpy.QtCore import QPointF
+from qtpy.QtGui import QColor, QPainter, QPen
+from qtpy.QtWidgets import (
+    QApplication,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QWidget,
+)
+
+from ..layers import META_KEY
+from ._common import (
+    image_axes,
+    image_file,
+    is_cell_layer,
+    layer_frames,
+    report_error,
+    report_info,
+)
+
+NO_LAYER = "(none)"
+TRAIN_LABELS = {"heads": "heads (backbone frozen)", "all": "all layers", "refit_vqvae": "refit shape VQ-VAE + heads"}
+
+
+def finetune_job(*, out_dir, holder: dict, layer=None, data=(), name=None, **kwargs):
+    """Generator (no Qt): fine-tune and yield :class:`TrainEvent` s; returns
+    ``{"path", "stopped", "name"}``.
+
+    ``layer`` is ``(project, image, axes)``: an in-memory annotation project and
+    its image stack, whose reviewed frames are written to ``out_dir/layer``.
+    Setting ``holder["stop"]`` ends the run after the current iteration; the
+    best (else last) checkpoint is then the result (saved under ``name`` too).
+    """
+    from ...train.finetune import (
+        finetune,
+        publish_model,
+        stopped_result,
+        write_reviewed_stack,
+    )
+
+    files = list(data)
+    if layer is not None:
+        project, image, axes = layer
+        files.insert(0, write_reviewed_stack(project, image, Path(out_dir) / "layer", axes))
+    gen = finetune(data=files, out_dir=out_dir, name=name, **kwargs)
+    while True:
+        if holder.get("stop"):
+            gen.close()  # saves last.safetensors
+            path = stopped_result(out_dir)
+            if path is not None and name:
+                path = publish_model(path, name)
+            return {"path": path, "stopped": True, "name": name if path is not None else None}
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return {"path": stop.value, "stopped": False, "name": name}
+        yield event
+
+
+def segmentation_widgets(viewer) -> list:
+    """The "Amodal segmentation" widgets open on ``viewer``."""
+    from .segmentation import SegmentationWidget
+
+    app = QApplication.instance()
+    widgets = app.allWidgets() if app is not None else []
+    return [w for w in widgets if isinstance(w, SegmentationWidget) and w.viewer is viewer]
+
+
+def offer_model(viewer, name: str | None, path) -> list:
+    """Make a new model the choice of every segmentation widget of ``viewer``
+    (by name when it has one, else as a model file); returns those widgets."""
+    from .segmentation import FILE_CHOICE
+
+    widgets = segmentation_widgets(viewer)
+    for w in widgets:
+        if name:
+            items = [w.model.itemText(i) for i in range(w.model.count())]
+            if name not in items:
+                w.model.insertItem(max(0, w.model.count() - 1 if FILE_CHOICE in items else w.model.count()), name)
+            w.model.setCurrentText(name)
+        else:
+            w.model_path.setText(str(path))
+            w.model.setCurrentText(FILE_CHOICE)
+    return widgets
+
+
+class CurvePlot(QWidget):
+    """Loss (left scale, from 0 to its maximum) and validation AP (right scale, 0..1)
+    against the iteration, drawn with QPainter (no plotting library needed)."""
+
+    COLOURS: ClassVar[dict] = {"loss": QColor(70, 160, 230), "AP": QColor(240, 150, 40)}
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.series: dict[str, list[tuple[float, float]]] = {"loss": [], "AP": []}
+        self.total = 1
+        self.setMinimumHeight(120)
+
+    def clear(self, total: int = 1) -> None:
+        self.series = {"loss": [], "AP": []}
+        self.total = max(1, int(total))
+        self.update()
+
+    def add(self, key: str, x: float, y: float | None) -> None:
+        if y is not None and math.isfinite(y):
+            self.series[key].append((float(x), float(y)))
+            self.update()
+
+    def paintEvent(self, event) -> None:
+        p = QPainter(self)
+        p.setRenderHint(QPainter.Antialiasing)
+        m = 6
+        w, h = max(1, self.width() - 2 * m), max(1, self.height() - 2 * m - 12)
+        p.setPen(QPen(QColor(128, 128, 128)))
+        p.drawRect(m, m, w, h)
+        top = max((y for _, y in self.series["loss"]), default=1.0) or 1.0
+        for key, scale in (("loss", top), ("AP", 1.0)):
+            pts = self.series[key]
+            p.setPen(QPen(self.COLOURS[key], 2))
+            mapped = [QPointF(m + w * x / self.total, m + h * (1 - min(y / scale, 1.0))) for x, y in pts]
+            for a, b in pairwise(mapped):
+                p.drawLine(a, b)
+            for q in mapped[-1:] if key == "loss" else mapped:
+                p.drawEllipse(q, 2.5, 2.5)
+        last = {k: v[-1][1] for k, v in self.series.items() if v}
+        text = "  ".join(f"{k} {v:.3f}" for k, v in last.items()) or "loss (blue), validation AP (orange)"
+        p.setPen(QPen(self.palette().color(self.foregroundRole())))
+        p.drawText(m, self.height() - 2, text)
+        p.end()
+
+
+class FinetuneWidget(QWidget):
+    """Fine-tune a model on reviewed frames; the result appears in the segmentation widget."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.worker = None
+        self.result: dict | None = None
+        self._run: dict[str, Any] | None = None
+
+        self.cells = QComboBox()
+        self.image = QComboBox()
+        self.files = QListWidget()
+        self.files.setMaximumHeight(70)
+        add = QPushButton("Add files...")
+        add.clicked.connect(self._browse_files)
+        remove = QPushButton("Remove")
+        remove.clicked.connect(lambda: [self.files.takeItem(self.files.row(i)) for i in self.files.selectedItems()])
+        self.init = QComboBox()
+        self.init.setEditable(True)
+        self.init.setToolTip("model to start from: a name or a .safetensors path")
+        self.iterations = QSpinBox()
+        self.iterations.setRange(1, 100_000)
+        self.iterations.setValue(300)
+        self.lr = QDoubleSpinBox()
+        self.lr.setDecimals(5)
+        self.lr.setRange(1e-5, 1.0)
+        self.lr.setSingleStep(0.001)
+        self.lr.setValue(0.005)
+        self.train = QComboBox()
+        for key, label in TRAIN_LABELS.items():
+            self.train.addItem(label, key)
+        self.device = QComboBox()
+        self.name = QLineEdit("finetuned")
+        self.name.setToolTip("saved as this model name (found in the segmentation widget's model list)")
+        self.out_dir = QLineEdit()
+        self.out_dir.setPlaceholderText("default: ~/.napari-amodal/finetune/NAME")
+        self.resegment = QCheckBox("re-segment the stack afterwards")
+        self.plot = CurvePlot()
+        self.progress = QProgressBar()
+        self.run_button = QPushButton("Fine-tune")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setEnabled(False)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        file_row = QHBoxLayout()
+        file_row.addWidget(add)
+        file_row.addWidget(remove)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.stop_button)
+        form = QFormLayout(self)
+        form.addRow("Cell layer", self.cells)
+        form.addRow("Image", self.image)
+        form.addRow("Project / COCO files", self.files)
+        form.addRow(file_row)
+        form.addRow("Start from", self.init)
+        form.addRow("Iterations", self.iterations)
+        form.addRow("Learning rate", self.lr)
+        form.addRow("Train", self.train)
+        form.addRow("Device", self.device)
+        form.addRow("Save as", self.name)
+        form.addRow("Output folder", self.out_dir)
+        form.addRow(self.resegment)
+        form.addRow(buttons)
+        form.addRow(self.progress)
+        form.addRow(self.plot)
+        form.addRow(self.status)
+
+        self._fill_choices()
+        self.refresh_layers()
+        self.cells.currentTextChanged.connect(self._cells_changed)
+        self.run_button.clicked.connect(self.run)
+        self.stop_button.clicked.connect(self.stop)
+        self.viewer.layers.events.inserted.connect(self.refresh_layers)
+        self.viewer.layers.events.removed.connect(self.refresh_layers)
+
+    # -- GUI state -----------------------------------------------------------
+    def _fill_choices(self) -> None:
+        from ...models import available_devices, list_models
+
+        try:
+            names = list(list_models())
+        except OSError:
+            names = []
+        self.init.addItems(names)
+        self.init.setCurrentText("bundled" if "bundled" in names else (names[0] if names else "bundled"))
+        self.device.addItems(available_devices())
+
+    def _browse_files(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, "Projects or COCO-amodal files", "", "JSON (*.json)")
+        self.add_files(paths)
+
+    def add_files(self, paths) -> None:
+        have = set(self.file_list())
+        self.files.addItems([str(p) for p in paths if str(p) not in have])
+
+    def file_list(self) -> list[str]:
+        return [self.files.item(i).text() for i in range(self.files.count())]
+
+    def refresh_layers(self, event=None) -> None:
+        for combo, keep, extra in ((self.cells, is_cell_layer, [NO_LAYER]),
+                                   (self.image, lambda ly: ly._type_string == "image", [])):
+            current = combo.currentText()
+            names = extra + [ly.name for ly in self.viewer.layers if keep(ly)]
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(names)
+            if current in names and current != NO_LAYER:
+                combo.setCurrentText(current)
+            elif combo is self.cells and len(names) > 1:
+                combo.setCurrentText(names[-1])
+            combo.blockSignals(False)
+        self._cells_changed()
+
+    def _cells_changed(self, *args) -> None:
+        layer = self._cell_layer()
+        src = layer.metadata.get(META_KEY, {}).get("source_image") if layer is not None else None
+        if src and src in self.viewer.layers:
+            self.image.setCurrentText(src)
+
+    def _cell_layer(self):
+        name = self.cells.currentText()
+        return self.viewer.layers[name] if name != NO_LAYER and name in self.viewer.layers else None
+
+    # -- GUI values -> API arguments ----------------------------------------
+    def layer_project(self):
+        """``(project, image data, axes)`` of the chosen cell layer and image, or None."""
+        from ... import project as core
+
+        layer = self._cell_layer()
+        if layer is None:
+            return None
+        meta = layer.metadata.get(META_KEY, {})
+        reviewed = sorted(int(t) for t in meta.get("reviewed", []))
+        if not reviewed:
+            raise ValueError(f"no reviewed frames in layer '{layer.name}': mark frames reviewed "
+                             "in the Proofread widget first")
+        name = self.image.currentText()
+        if name not in self.viewer.layers or self.viewer.layers[name]._type_string != "image":
+            raise ValueError("Choose the image the cells belong to (an Image layer).")
+        image = self.viewer.layers[name]
+        axes = image_axes(image)
+        data = image.data if "T" in axes else image.data[None]
+        _, file_name = image_file(image)
+        shape = tuple(meta.get("image_shape", ())) or tuple(data.shape[-2:])
+        project = core.AnnotationProject.from_frames(
+            {"name": file_name}, layer_frames(layer), n_frames=int(data.shape[0]), frame_shape=shape[-2:],
+            reviewed=reviewed, categories=meta.get("categories"),
+        )
+        return project, data, axes if "T" in axes else "T" + axes
+
+    def finetune_arguments(self) -> dict:
+        """The GUI values as :func:`finetune_job` arguments (ValueError when they do not fit)."""
+        from ...models import resolve_model, user_model_dir
+        from ...train.finetune import check_name
+
+        layer = self.layer_project()
+        files = self.file_list()
+        if layer is None and not files:
+            raise ValueError("No training data: choose a cell layer with reviewed frames, or add project / "
+                             "COCO-amodal files.")
+        name = self.name.text().strip() or None
+        if name:
+            check_name(name)
+        init = self.init.currentText().strip() or "bundled"
+        resolve_model(init)
+        out = self.out_dir.text().strip()
+        out_dir = Path(out).expanduser() if out else user_model_dir().parent / "finetune" / (name or "unnamed")
+        iterations = int(self.iterations.value())
+        return {
+            "init": init, "layer": layer, "data": files, "out_dir": out_dir, "name": name,
+            "iterations": iterations, "lr": float(self.lr.value()), "train": self.train.currentData(),
+            "device": self.device.currentText() or "auto", "val_every": max(1, iterations // 10),
+        }
+
+    # -- running -------------------------------------------------------------
+    def run(self) -> None:
+        from napari.qt.threading import create_worker
+
+        if self.worker is not None:
+            report_info("A fine-tuning run is already going.")
+            return
+        try:
+            args = self.finetune_arguments()
+        except Exception as e:  # noqa: BLE001 - every bad input becomes a notification
+            report_error(f"Cannot fine-tune: {e}")
+            return
+        holder: dict = {}
+        self.result = None
+        self._run = {"args": args, "holder": holder, "image": self.image.currentText()}
+        self.plot.clear(args["iterations"])
+        self.progress.setRange(0, args["iterations"])
+        self.progress.setValue(0)
+        worker = create_worker(finetune_job, **args, holder=holder, _start_thread=False, _ignore_errors=True)
+        worker.yielded.connect(self._on_event)
+        worker.returned.connect(self._on_returned)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self.run_button.setEnabled(False)
+        self.stop_button.setEnabled(True)
+        self.status.setText("preparing the data...")
+        worker.start()
+
+    def stop(self) -> None:
+        """Stop after the current iteration; the best (else last) checkpoint becomes the result."""
+        if self.worker is not None:
+            self._run["holder"]["stop"] = True
+            self.status.setText("stopping after this iteration...")
+
+    def _on_event(self, ev) -> None:
+        stage = ev.extra.get("stage")
+        if stage == "baseline":
+            self.plot.add("AP", 0, (ev.validation or {}).get("AP"))
+            self.status.setText(f"validation AP before: {_ap(ev.validation)}")
+            return
+        if stage == "shape":
+            self.status.setText(f"shape model refitted (IoU {ev.extra['report']['val_iou']:.3f}); training...")
+            return
+        self.progress.setValue(ev.iteration)
+        self.plot.add("loss", ev.iteration, ev.losses.get("loss"))
+        text = f"iteration {ev.iteration} of {ev.total}: loss {ev.losses.get('loss', float('nan')):.3f}"
+        if ev.validation is not None:
+            self.plot.add("AP", ev.iteration, ev.validation.get("AP"))
+            text += f", validation AP {_ap(ev.validation)}"
+        self.status.setText(text)
+
+    def _on_returned(self, result: dict) -> None:
+        self.result = result
+        if result["path"] is None:
+            report_info("Fine-tuning stopped before the first checkpoint; nothing was saved.")
+            self.status.setText("stopped; nothing saved")
+            return
+        widgets = offer_model(self.viewer, result["name"], result["path"])
+        what = "stopped; kept" if result["stopped"] else "done:"
+        label = f"model '{result['name']}'" if result["name"] else str(result["path"])
+        self.status.setText(f"{what} {label} ({result['path']})")
+        report_info(f"Fine-tuning {'stopped' if result['stopped'] else 'finished'}: {label} is ready "
+                    "in the segmentation widget.")
+        if self.resegment.isChecked():
+            self._resegment(widgets, result)
+
+    def _resegment(self, widgets, result) -> None:
+        try:
+            if not widgets:
+                self.viewer.window.add_plugin_dock_widget("napari-amodal", "Amodal segmentation")
+                widgets = offer_model(self.viewer, result["name"], result["path"])
+            seg = widgets[0]
+            seg.image.setCurrentText(self._run["image"])
+            seg.scope.setCurrentText("all frames")
+            seg.run()
+        except Exception as e:  # noqa: BLE001
+            report_error(f"Could not re-segment with the new model: {e}")
+
+    def _on_error(self, error) -> None:
+        from ...train.finetune import FinetuneError
+
+        if isinstance(error, (FinetuneError, FileNotFoundError)):
+            report_error(f"Cannot fine-tune: {error}")
+        else:
+            report_error(f"Fine-tuning failed: {type(error).__name__}: {error}. Earlier checkpoints are intact.")
+        self.status.setText(f"failed: {error}")
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self.run_button.setEnabled(True)
+        self.stop_button.setEnabled(False)
+
+    def closeEvent(self, event) -> None:
+        self.stop()
+        super().closeEvent(event)
+
+
+def _ap(v) -> str:
+    return "n/a" if not v or v.get("AP") is None else f"{v['AP']:.3f}"

@@ -1,0 +1,364 @@
+"""Fine-tuning a trained pipeline on proofread frames (the napari widget and the CLI share it).
+
+:func:`finetune` is a generator over :func:`~napari_amodal.train.loop.train_detector`:
+it checks and gathers the data first (nothing on disk changes when the inputs
+are bad), optionally refits the shape VQ-VAE on the new masks, then trains and
+returns the path of the saved model.
+
+Data are annotation projects (JSON files with a top-level ``napari_amodal_project``
+key: their *reviewed* frames are used) and/or plain COCO-amodal files (all frames).
+They are gathered into ``out_dir/data/train.json`` and ``out_dir/data/val.json``
+(a seeded ``val_fraction`` of the frames, held out for validation), with
+``file_name`` made absolute so the images are found wherever the files lie.
+
+Files in ``out_dir`` besides the loop's (``last``, ``best``, ``model.safetensors``,
+``log.jsonl``): ``data/``, ``shape.safetensors`` + ``init_refit.safetensors``
+(``train="refit_vqvae"``) and ``finetune.json`` (inputs and validation before/after).
+With ``name``, the result is also copied to ``user_model_dir()/NAME.safetensors``
+(atomically), so it is found by name like any installed model.
+
+Events are :class:`~napari_amodal.train.loop.TrainEvent`; ``event.extra["stage"]``
+is ``"baseline"`` (validation of the initial model, ``iteration == 0``),
+``"shape"`` (the refitted shape model's report) or ``"train"``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .loop import TrainEvent
+
+log = logging.getLogger(__name__)
+
+TRAIN_CHOICES = ("heads", "all", "refit_vqvae")
+SHAPE_PREFIX = "roi_heads.mask_branch.shape_model."
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class FinetuneError(ValueError):
+    """Inputs that cannot be fine-tuned on, or a run that failed (with what to do about it)."""
+
+
+@dataclass
+class FinetuneData:
+    """The gathered data: COCO-amodal files with absolute image paths."""
+
+    train: Path
+    val: Path | None
+    n_train: int
+    n_val: int
+
+
+# ---------------------------------------------------------------------------
+# data
+
+
+def is_project_file(path) -> bool:
+    """True for an annotation project (a JSON object with the project key)."""
+    from ..project import PROJECT_KEY
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            d = json.load(fh)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(d, dict) and PROJECT_KEY in d
+
+
+def project_training_file(path, folder) -> Path:
+    """The reviewed frames of the project file ``path`` as COCO-amodal JSON in
+    ``folder``, pointing at the project's image by absolute path."""
+    from .. import project as core
+
+    path = Path(path)
+    proj = core.load_project(path)
+    if not proj.reviewed:
+        raise FinetuneError(f"no reviewed frames in {path}: mark frames reviewed in the Proofread widget first")
+    image = proj.image
+    candidates = [Path(image["path"]) if image.get("path") else None,
+                  path.parent / image["name"] if image.get("name") else None]
+    found = next((p for p in candidates if p is not None and p.is_file()), None)
+    if found is None:
+        raise FinetuneError(f"the image of project {path} ({image.get('path') or image.get('name') or '?'}) "
+                            "was not found; put it beside the project or open and save the project again")
+    moved = core.AnnotationProject.from_frames({**image, "name": str(found.resolve())}, proj.frames,
+                                               n_frames=proj.n_frames, reviewed=proj.reviewed,
+                                               categories=proj.categories)
+    return core.export_reviewed(moved, Path(folder) / f"{path.stem}.reviewed.json")
+
+
+def write_reviewed_stack(project, image, folder, axes: str | None = None) -> Path:
+    """The reviewed frames of an in-memory ``project`` and its image stack
+    (napari layers) as ``folder/<name>.reviewed.tif`` + ``.json`` (frames renumbered)."""
+    import tifffile
+
+    from .. import project as core
+
+    frames = core.reviewed_frames(project)
+    if not frames:
+        raise FinetuneError(f"no reviewed frames in {project.file_name or 'the cell layer'}: "
+                            "mark frames reviewed in the Proofread widget first")
+    data = np.asarray(image)
+    axes = axes or ("TYX" if data.ndim == 3 else "YX")
+    if "T" not in axes:
+        data, axes = data[None], "T" + axes
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = Path(project.file_name or "layer").stem or "layer"
+    tif = folder / f"{stem}.reviewed.tif"
+    stack = np.ascontiguousarray(data[[f.frame for f in frames]])
+    tifffile.imwrite(tif, stack, metadata={"axes": axes}, compression="zlib")
+    sub = core.AnnotationProject.from_frames(
+        {"name": tif.name, "path": str(tif)}, [replace(f, frame=i) for i, f in enumerate(frames)],
+        n_frames=len(frames), reviewed=range(len(frames)), categories=project.categories,
+    )
+    return core.export_reviewed(sub, folder / f"{stem}.reviewed.json")
+
+
+def prepare_data(data: Sequence, folder, val_fraction: float = 0.2, seed: int = 0) -> FinetuneData:
+    """Check the inputs and gather them into ``folder/train.json`` and ``folder/val.json``.
+
+    ``data`` items are project files (reviewed frames) or COCO-amodal files (all
+    frames). A seeded ``val_fraction`` of the frames is held out (at least one
+    when there are two or more frames, never all). Raises :class:`FinetuneError`
+    (or FileNotFoundError) with the file at fault before anything is trained.
+    """
+    from ..data.coco import read_amodal, write_coco
+
+    if not data:
+        raise FinetuneError("no training data: give annotation projects or COCO-amodal files")
+    if not 0.0 <= val_fraction < 1.0:
+        raise FinetuneError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    frames, categories, seen = [], [], set()
+    for item in data:
+        src = Path(item)
+        if not src.is_file():
+            raise FileNotFoundError(f"{src}: no such project or annotation file")
+        coco = project_training_file(src, folder) if is_project_file(src) else src
+        try:
+            got, cats = read_amodal(coco)
+        except (ValueError, KeyError, TypeError) as e:
+            raise FinetuneError(f"bad annotations in {src}: {e}") from None
+        if not got:
+            raise FinetuneError(f"no frames in {src}")
+        for c in cats:
+            if c not in categories:
+                categories.append(c)
+        for f in got:
+            image = (coco.parent / f.file_name).resolve()
+            if not image.is_file():
+                raise FileNotFoundError(f"image {image} named by {src} does not exist")
+            key = (str(image), int(f.frame))
+            if key not in seen:
+                seen.add(key)
+                frames.append(replace(f, file_name=str(image), scores=np.ones(len(f), np.float32)))
+    if not sum(len(f) for f in frames):
+        raise FinetuneError(f"no cells in the training frames of {', '.join(map(str, data))}")
+    n = len(frames)
+    n_val = 0 if n < 2 or val_fraction <= 0 else min(n - 1, max(1, round(val_fraction * n)))
+    order = np.random.default_rng(seed).permutation(n)
+    val_idx = set(order[:n_val].tolist())
+    train = [f for i, f in enumerate(frames) if i not in val_idx]
+    val = [f for i, f in enumerate(frames) if i in val_idx]
+    categories = categories or [{"id": 1, "name": "blastomere"}]
+    write_coco(folder / "train.json", train, categories, predictions=False)
+    val_path = None
+    if val:
+        val_path = folder / "val.json"
+        write_coco(val_path, val, categories, predictions=False)
+    return FinetuneData(folder / "train.json", val_path, len(train), len(val))
+
+
+# ---------------------------------------------------------------------------
+# models
+
+
+def check_name(name: str) -> str:
+    """A model name that can be saved and found again (not ``bundled``, no path)."""
+    from ..models import BUNDLED
+
+    if not _NAME.match(name or "") or name.endswith(".safetensors") or name == BUNDLED:
+        raise FinetuneError(f"model name {name!r}: use letters, digits, '_', '-', '.' (and not {BUNDLED!r})")
+    return name
+
+
+def publish_model(path, name: str) -> Path:
+    """Copy the weights of checkpoint ``path`` (no optimiser state) to
+    ``user_model_dir()/NAME.safetensors`` atomically; the model is then found by name."""
+    from ..models import user_model_dir
+    from .checkpoint import load_checkpoint, save_checkpoint
+
+    check_name(name)
+    tensors, config, extra = load_checkpoint(path)
+    weights = {k: v for k, v in tensors.items() if not k.startswith("__")}
+    extra = {k: v for k, v in extra.items() if k != "optimizer"}
+    return save_checkpoint(user_model_dir() / f"{name}.safetensors", weights, config,
+                           {**extra, "name": name, "source": str(path)})
+
+
+def stopped_result(out_dir) -> Path | None:
+    """The model a stopped run offers: ``best`` when validation ran, else ``last`` (None: nothing saved)."""
+    out = Path(out_dir)
+    for name in ("best.safetensors", "last.safetensors"):
+        if (out / name).is_file():
+            return out / name
+    return None
+
+
+def swap_shape_model(init_path, shape_model, out) -> Path:
+    """Save the detector of ``init_path`` with ``shape_model`` in place of its own
+    (at ``roi_heads.mask_branch.shape_model``) to ``out``."""
+    from .checkpoint import load_checkpoint, save_checkpoint
+
+    tensors, config, _ = load_checkpoint(init_path)
+    weights = {k: v for k, v in tensors.items() if not k.startswith("__")}
+    old = {k for k in weights if k.startswith(SHAPE_PREFIX)}
+    new = {SHAPE_PREFIX + k: v for k, v in shape_model.state_dict().items()}
+    if old != set(new):
+        raise FinetuneError(f"{init_path}: its shape model does not match the refitted one")
+    weights.update(new)
+    return save_checkpoint(out, weights, config, {"init": str(init_path)})
+
+
+# ---------------------------------------------------------------------------
+# the routine
+
+
+def finetune(
+    init="bundled",
+    data: Sequence = (),
+    out_dir=None,
+    *,
+    iterations: int = 300,
+    lr: float = 0.005,
+    train: str = "heads",
+    device: str = "auto",
+    val_fraction: float = 0.2,
+    replay: Sequence | None = None,
+    replay_fraction: float = 0.25,
+    seed: int = 0,
+    name: str | None = None,
+    batch_size: int = 2,
+    val_every: int = 0,
+    shape_iterations: int = 500,
+    validate_before: bool = True,
+    resume: bool = False,
+) -> Generator[TrainEvent, None, Path]:
+    """Fine-tune the model ``init`` (a name such as ``bundled``, or a checkpoint path).
+
+    Args:
+        data: annotation project files (their reviewed frames) and/or COCO-amodal files.
+        out_dir: folder for the gathered data, checkpoints and the log.
+        train: ``heads`` (backbone frozen), ``all``, or ``refit_vqvae`` (first retrain
+            the shape VQ-VAE on the new masks for ``shape_iterations``, swap it into
+            the detector, then train the heads).
+        val_fraction: share of the frames held out for validation (AP before/after).
+        replay / replay_fraction: COCO-amodal files (e.g. synthetic data) mixed in with
+            this probability per sample, against forgetting.
+        name: also save the result as ``user_model_dir()/NAME.safetensors``.
+        val_every: validate every N iterations (0: at the end only); the best model wins.
+        resume: continue from ``out_dir/last.safetensors`` of an earlier (stopped) run.
+    Yields:
+        :class:`TrainEvent` (see the module docstring). Returns the saved model's path.
+        Closing the generator stops between iterations and keeps ``last`` (and ``best``).
+    Raises:
+        FinetuneError / FileNotFoundError: bad inputs, before anything is written
+        outside ``out_dir/data``; FinetuneError for a run out of memory. Earlier
+        checkpoints and models stay as they were.
+    """
+    import torch
+
+    from ..data.coco import atomic_write_text
+    from ..data.dataset import AmodalDataset
+    from ..model import ModelConfig
+    from ..models import load_model, pick_device, resolve_model
+    from .checkpoint import read_metadata
+    from .loop import TrainSettings, train_detector, validate
+    from .shape import load_shape_model, train_shape_model
+
+    if train not in TRAIN_CHOICES:
+        raise FinetuneError(f"train must be one of {', '.join(TRAIN_CHOICES)}, got {train!r}")
+    if out_dir is None:
+        raise FinetuneError("out_dir is needed (checkpoints and the log go there)")
+    if iterations < 1 or lr <= 0:
+        raise FinetuneError(f"need iterations >= 1 and lr > 0 (got {iterations}, {lr})")
+    if name is not None:
+        check_name(name)
+    for r in replay or ():
+        if not Path(r).is_file():
+            raise FileNotFoundError(f"{r}: no such replay file")
+    out = Path(out_dir)
+    init_path = resolve_model(init)
+    meta = read_metadata(init_path)
+    if meta["config"].get("kind", "detector") != "detector":
+        raise FinetuneError(f"{init_path} is not a segmentation model")
+    config = ModelConfig.from_dict(meta["config"]["model"])
+    if train == "refit_vqvae" and config.mask_head == "fcn":
+        raise FinetuneError("refit_vqvae: the model's fcn mask head has no shape model; train heads or all")
+    device = pick_device(device)
+    prepared = prepare_data(data, out / "data", val_fraction, seed)
+    log.info("fine-tuning %s on %d frames (%d held out)", init_path, prepared.n_train, prepared.n_val)
+    val_sources = [prepared.val] if prepared.val else None
+    summary = {"init": str(init_path), "data": [str(d) for d in data], "train": train, "iterations": iterations,
+               "lr": lr, "n_train": prepared.n_train, "n_val": prepared.n_val, "before": None, "after": None}
+
+    if validate_before and val_sources:
+        model, _, _ = load_model(init_path, device)
+        before = validate(model, AmodalDataset(val_sources), device)
+        del model
+        summary["before"] = before
+        yield TrainEvent(0, iterations, {}, 0.0, 0.0, validation=before, extra={"stage": "baseline"})
+
+    start_from = init_path
+    if train == "refit_vqvae":
+        report = train_shape_model(config, [prepared.train], out / "shape.safetensors",
+                                   iterations=shape_iterations, batch_size=64, seed=seed, device=device)
+        start_from = swap_shape_model(init_path, load_shape_model(report["path"], config),
+                                      out / "init_refit.safetensors")
+        summary["shape"] = {k: v for k, v in report.items() if k != "usage"}
+        yield TrainEvent(0, iterations, {}, 0.0, report["seconds"], extra={"stage": "shape", "report": report})
+
+    settings = TrainSettings(
+        iterations=iterations, batch_size=batch_size, lr=lr, warmup=min(50, iterations // 10),
+        checkpoint_every=max(1, min(100, iterations // 4 or 1)), val_every=val_every, seed=seed,
+        device=device, trainable="all" if train == "all" else "heads",
+    )
+    gen = train_detector(config, [prepared.train], out, settings, val_sources=val_sources, init=start_from,
+                         resume=resume, replay_sources=list(replay) if replay else None,
+                         replay_fraction=replay_fraction if replay else 0.0)
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            final = stop.value
+            break
+        except (RuntimeError, MemoryError) as e:
+            oom = (MemoryError, *([torch.OutOfMemoryError] if hasattr(torch, "OutOfMemoryError") else []))
+            if isinstance(e, oom) or "out of memory" in str(e):
+                raise FinetuneError(
+                    f"fine-tuning ran out of memory on {device}: use a smaller batch, train 'heads', or the cpu "
+                    f"device. Checkpoints saved so far in {out} are intact."
+                ) from e
+            raise
+        event.extra.setdefault("stage", "train")
+        if event.validation is not None:
+            summary["after"] = event.validation
+        try:
+            yield event
+        except GeneratorExit:
+            gen.close()  # the loop saves last.safetensors
+            raise
+    result = publish_model(final, name) if name else final
+    summary["model"] = str(final)
+    summary["published"] = str(result) if name else None
+    atomic_write_text(out / "finetune.json", json.dumps(summary, indent=2, default=str))
+    return result

@@ -1,0 +1,93 @@
+"""The Fine-tune widget through a real viewer (Xvfb), with a tiny untrained model and a few iterations."""
+
+import pytest
+import tifffile
+from tiny import save_untrained
+
+from napari_amodal._napari.layers import META_KEY
+from napari_amodal._napari.widgets import FinetuneWidget, SegmentationWidget, _common
+from napari_amodal._napari.widgets._common import cells_layer_tuple, cells_name
+from napari_amodal.data.coco import read_amodal
+from napari_amodal.data.sample import EMBRYO_GT, EMBRYO_STACK, sample_path
+from napari_amodal.models import list_models
+
+pytestmark = pytest.mark.gui
+
+IMAGE = "embryo"
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_AMODAL_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    seen = []
+    monkeypatch.setattr(_common, "show_error", lambda msg: seen.append(str(msg)))
+    return seen
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    """A viewer with the sample stack and its cells as a cell layer, frames 0-5 reviewed."""
+    v = make_napari_viewer()
+    v.add_image(tifffile.imread(sample_path(EMBRYO_STACK)), name=IMAGE)
+    frames, _ = read_amodal(sample_path(EMBRYO_GT))
+    data, kwargs, _ = cells_layer_tuple(frames, stack=True, name=cells_name(IMAGE))
+    kwargs["metadata"][META_KEY].update(source_image=IMAGE, reviewed=[0, 2, 4, 6, 8, 10])
+    v.add_shapes(data, **kwargs)
+    return v
+
+
+def _widget(viewer, tmp_path, iterations=2, name="wtuned"):
+    w = FinetuneWidget(viewer)
+    w.init.setCurrentText(str(save_untrained(tmp_path / "init" / "tiny.safetensors")))
+    w.iterations.setValue(iterations)
+    w.lr.setValue(0.002)
+    w.device.setCurrentText("cpu")
+    w.name.setText(name)
+    w.out_dir.setText(str(tmp_path / "run"))
+    return w
+
+
+def test_finetune_from_the_cell_layer_offers_the_model(viewer, qtbot, tmp_path, errors):
+    seg = SegmentationWidget(viewer)
+    w = _widget(viewer, tmp_path)
+    assert w.cells.currentText() == cells_name(IMAGE) and w.image.currentText() == IMAGE
+    w.run_button.click()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    assert not errors
+    assert w.result is not None and not w.result["stopped"]
+    assert len(w.plot.series["loss"]) == 2 and w.plot.series["AP"]  # baseline + validation points
+    assert "wtuned" in list_models()
+    assert seg.model.currentText() == "wtuned"
+    assert "wtuned" in [seg.model.itemText(i) for i in range(seg.model.count())]
+
+
+def test_stop_keeps_the_last_checkpoint(viewer, qtbot, tmp_path, errors):
+    w = _widget(viewer, tmp_path, iterations=500, name="stopped")
+    w.run_button.click()
+    qtbot.waitUntil(lambda: len(w.plot.series["loss"]) >= 1, timeout=120_000)
+    w.stop_button.click()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
+    assert not errors
+    assert w.result["stopped"] and w.result["path"].exists()
+    assert "stopped" in list_models()
+    assert (tmp_path / "run" / "last.safetensors").exists()
+
+
+def test_errors_become_notifications(viewer, qtbot, tmp_path, errors):
+    w = _widget(viewer, tmp_path)
+    viewer.layers[cells_name(IMAGE)].metadata[META_KEY]["reviewed"] = []
+    w.run_button.click()
+    assert w.worker is None and errors and "no reviewed frames" in errors[-1]
+    # an error inside the worker (a broken annotation file) is a notification too
+    w.cells.setCurrentText("(none)")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    w.add_files([bad])
+    w.run_button.click()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
+    assert "bad.json" in errors[-1]

@@ -1,0 +1,133 @@
+"""Fine-tuning on proofread frames (tiny model, a few iterations): data, result, stop, failure, CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from tiny import save_untrained
+
+from napari_amodal import project as core
+from napari_amodal.data.coco import read_amodal
+from napari_amodal.data.sample import EMBRYO_GT, EMBRYO_STACK, sample_path
+from napari_amodal.models import list_models
+from napari_amodal.segment import Segmenter
+from napari_amodal.train.checkpoint import load_checkpoint, read_metadata
+from napari_amodal.train.finetune import (
+    SHAPE_PREFIX,
+    FinetuneError,
+    finetune,
+    prepare_data,
+)
+
+COCO = sample_path(EMBRYO_GT)
+FAST = {"iterations": 2, "lr": 0.002, "device": "cpu", "val_fraction": 0.1, "shape_iterations": 3}
+
+
+def drain(gen):
+    events = []
+    try:
+        while True:
+            events.append(next(gen))
+    except StopIteration as stop:
+        return events, stop.value
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_AMODAL_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def init(tmp_path):
+    return save_untrained(tmp_path / "init" / "tiny.safetensors")
+
+
+def make_project(folder, reviewed=(1, 5, 9)):
+    """A project on the bundled sample stack (saved in another folder) with some frames reviewed."""
+    stack = tifffile.imread(sample_path(EMBRYO_STACK))
+    frames, cats = read_amodal(COCO)
+    sig = core.image_signature(stack, path=sample_path(EMBRYO_STACK))
+    proj = core.AnnotationProject.from_frames(sig, frames, n_frames=len(stack), reviewed=reviewed, categories=cats)
+    return core.save_project(folder / "cells.project.json", proj)
+
+
+def test_prepare_data_uses_reviewed_frames_and_holds_some_out(tmp_path):
+    path = make_project(tmp_path, reviewed=(1, 5, 9, 12))
+    prepared = prepare_data([path], tmp_path / "data", val_fraction=0.25)
+    assert (prepared.n_train, prepared.n_val) == (3, 1)
+    train, _ = read_amodal(prepared.train)
+    val, _ = read_amodal(prepared.val)
+    assert sorted(f.frame for f in train + val) == [1, 5, 9, 12]
+    assert all(f.file_name == str(sample_path(EMBRYO_STACK).resolve()) for f in train)
+
+
+def test_finetune_saves_a_named_model_that_segments(tmp_path, init, home):
+    project = make_project(tmp_path)
+    events, path = drain(finetune(init, [project, COCO], tmp_path / "run", name="mine", **FAST))
+    stages = [e.extra["stage"] for e in events]
+    assert stages[0] == "baseline" and events[0].validation is not None
+    assert [e.iteration for e in events if e.extra["stage"] == "train"] == [1, 2]
+    assert events[-1].validation is not None and "AP" in events[-1].validation
+    assert path == home / "models" / "mine.safetensors"
+    assert list_models()["mine"] == path
+    assert not any(k.startswith("__") for k in load_checkpoint(path)[0])  # no optimiser state in the result
+    summary = json.loads((tmp_path / "run" / "finetune.json").read_text())
+    assert summary["n_train"] + summary["n_val"] == 20  # frames 1, 5, 9 of the project are the sample's too
+    frame = tifffile.imread(sample_path(EMBRYO_STACK))[:1]
+    assert Segmenter.load("mine", device="cpu")(frame)[0].shape == (500, 500)
+
+
+def test_stopped_run_keeps_a_usable_checkpoint(tmp_path, init):
+    gen = finetune(init, [COCO], tmp_path / "run", **{**FAST, "iterations": 20, "validate_before": False})
+    for _ in range(2):
+        next(gen)
+    gen.close()
+    last = tmp_path / "run" / "last.safetensors"
+    assert read_metadata(last)["extra"]["iteration"] == 2
+    Segmenter.load(last, device="cpu")
+
+
+def test_bad_inputs_fail_early_and_leave_models_intact(tmp_path, init, home):
+    drain(finetune(init, [COCO], tmp_path / "run", name="mine", **{**FAST, "validate_before": False}))
+    saved = {p: p.read_bytes() for p in [home / "models" / "mine.safetensors", tmp_path / "run" / "model.safetensors",
+                                         tmp_path / "run" / "last.safetensors"]}
+    empty = make_project(tmp_path, reviewed=())
+    with pytest.raises(FinetuneError, match="no reviewed frames in"):
+        drain(finetune(init, [empty], tmp_path / "run", name="mine", **FAST))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"images": [{"id": 1, "file_name": "x.tif"}], "annotations": [], "categories": []}))
+    with pytest.raises((FinetuneError, FileNotFoundError), match="bad.json|x.tif"):
+        drain(finetune(init, [bad], tmp_path / "run", name="mine", **FAST))
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        drain(finetune(init, [tmp_path / "missing.json"], tmp_path / "run", name="mine", **FAST))
+    with pytest.raises(FinetuneError, match="model name"):
+        drain(finetune(init, [COCO], tmp_path / "run", name="bundled", **FAST))
+    for p, data in saved.items():
+        assert p.read_bytes() == data, p
+
+
+def test_refit_vqvae_swaps_the_shape_model(tmp_path, init):
+    _, path = drain(finetune(init, [COCO], tmp_path / "run", train="refit_vqvae",
+                             **{**FAST, "validate_before": False}))
+    before, after = load_checkpoint(init)[0], load_checkpoint(path)[0]
+    keys = [k for k in before if k.startswith(SHAPE_PREFIX)]
+    assert keys and any(not np.array_equal(before[k].numpy(), after[k].numpy()) for k in keys)
+    assert (tmp_path / "run" / "shape.safetensors").exists()
+    Segmenter.load(path, device="cpu")
+
+
+def test_cli_finetune(tmp_path, init, home, capsys):
+    from napari_amodal.cli import main
+
+    project = make_project(tmp_path, reviewed=(2, 7, 11, 15, 19))
+    rc = main(["-q", "finetune", "--init", str(init), "--data", str(project), "--out", str(tmp_path / "run"),
+               "--iterations", "2", "--lr", "0.002", "--device", "cpu", "--name", "cli-model"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "validation AP before" in out and "after" in out
+    assert "cli-model.safetensors" in out and "cli-model" in list_models()
+    rc = main(["finetune", "--init", str(init), "--data", str(tmp_path / "nothing.json"), "--out",
+               str(tmp_path / "run2")])
+    assert rc == 2 and "nothing.json" in capsys.readouterr().err
