@@ -93,9 +93,8 @@ def cells_layer_tuple(frames, *, stack: bool, name: str, plane: int | None = Non
 
 
 def layer_frames(layer):
-    """The cells of a cell layer as one FrameInstances per frame (Z column dropped)."""
-    data = [np.asarray(d)[:, [0, 2, 3]] if np.asarray(d).shape[1] == 4 else np.asarray(d) for d in layer.data]
-    return cell_layer_to_frames(data, layer.features, layer.metadata, list(layer.shape_type))
+    """The cells of a cell layer as one FrameInstances per frame (a Z column is ignored)."""
+    return cell_layer_to_frames(layer.data, layer.features, layer.metadata, list(layer.shape_type))
 
 
 def snapshot(layer) -> dict:

@@ -45,11 +45,13 @@ FILE_CHOICE = "file..."
 SCOPES = ("current frame", "frame range", "all frames")
 
 
-def segment_job(model: str, device: str, score_threshold: float, stack, holder: dict, **kwargs):
+def segment_job(model: str, device: str, score_threshold: float, stack, holder: dict, prepare=None, **kwargs):
     """Generator (no Qt): load the model, then yield ``(done, total)`` after each
-    frame and return the list of FrameInstances. ``holder["segmenter"]`` gives
-    the caller the Segmenter, whose ``last_results`` hold the frames done if the
-    run is stopped."""
+    frame and return ``(frames, prepared)``: the list of FrameInstances and
+    ``prepare(frames)`` (the cell layer's polygons, made here in the worker so the
+    GUI thread only hands them to napari). ``holder["segmenter"]`` gives the
+    caller the Segmenter, whose ``last_results`` hold the frames done if the run
+    is stopped."""
     from ...segment import Segmenter
 
     seg = Segmenter.load(model, device=device, score_threshold=score_threshold)
@@ -61,7 +63,8 @@ def segment_job(model: str, device: str, score_threshold: float, stack, holder: 
             if done:
                 yield done, total
     except StopIteration as stop:
-        return stop.value
+        frames = stop.value
+    return frames, (prepare(frames) if prepare is not None and frames else None)
 
 
 def explain_error(error: BaseException, device: str = "") -> str:
@@ -250,7 +253,7 @@ class SegmentationWidget(QWidget):
         holder: dict = {}
         self._run = {"image": self._layer(), "args": args, "holder": holder, "stopped": False}
         worker = create_worker(
-            segment_job, **args, holder=holder,
+            segment_job, **args, holder=holder, prepare=self._cells_preparer(args),
             _progress={"total": len(args["frames"]), "desc": "Amodal segmentation"},
             _start_thread=False, _ignore_errors=True,
         )
@@ -276,8 +279,9 @@ class SegmentationWidget(QWidget):
         done, total = value
         self.status.setText(f"segmented {done} of {total} frames")
 
-    def _on_returned(self, frames) -> None:
-        self._add(frames)
+    def _on_returned(self, result) -> None:
+        frames, prepared = result
+        self._add(frames, prepared)
 
     def _on_aborted(self) -> None:
         seg = self._run["holder"].get("segmenter") if self._run else None
@@ -291,26 +295,38 @@ class SegmentationWidget(QWidget):
 
     def _on_finished(self) -> None:
         self.worker = None
+        if self._run is not None:
+            self._run["holder"].clear()  # let the Segmenter (and its GPU memory) go
         self.run_button.setEnabled(True)
         self.stop_button.setEnabled(False)
 
-    def _add(self, frames) -> None:
+    def _add(self, frames, prepared=None) -> None:
         try:
-            self.add_results(self._run["image"], frames, self._run["args"])
+            self.add_results(self._run["image"], frames, self._run["args"], prepared)
         except Exception as e:  # noqa: BLE001
             report_error(f"Could not show the results: {e}")
         else:
             self.status.setText(f"done: {len(frames)} frame(s), {sum(len(f) for f in frames)} cells")
 
     # -- results -> layers ---------------------------------------------------
-    def add_results(self, image, frames, args: dict) -> None:
-        """Add or update the cell and occlusion layers of ``image`` for ``frames``."""
+    def _cells_preparer(self, args: dict):
+        """frames -> cell layer tuple for the run's image (pure numpy: runs in the worker)."""
+        name = cells_name(self._layer().name)
+        stacked = "T" in args["axes"]
+        plane = args["plane"] if "Z" in args["axes"] else None
+        return lambda frames: cells_layer_tuple(frames, stack=stacked, name=name, plane=plane)
+
+    def add_results(self, image, frames, args: dict, prepared=None) -> None:
+        """Add or update the cell and occlusion layers of ``image`` for ``frames``
+        (``prepared``: their cell layer tuple, when the worker already built it)."""
         if not frames:
             return
         axes = args["axes"]
         stacked = "T" in axes
         plane = args["plane"] if "Z" in axes else None
-        data, kwargs, _ = cells_layer_tuple(frames, stack=stacked, name=cells_name(image.name), plane=plane)
+        if prepared is None:
+            prepared = cells_layer_tuple(frames, stack=stacked, name=cells_name(image.name), plane=plane)
+        data, kwargs, _ = prepared
         kwargs["metadata"][META_KEY]["source_image"] = image.name
         kwargs["metadata"][META_KEY]["reviewed"] = []
         self._update_cells(kwargs["name"], data, kwargs, {f.frame for f in frames}, stacked)
