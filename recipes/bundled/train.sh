@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA:-data/bundled}
 OUT=${OUT:-runs/bundled}
-ITERATIONS=${ITERATIONS:-2000}
+ITERATIONS=${ITERATIONS:-1600}
 NA=${NAPARI_AMODAL:-napari-amodal}
 export OMP_WAIT_POLICY=PASSIVE  # sleep, not spin, when the machine is shared
 
@@ -28,7 +28,7 @@ TRAIN=("$DATA/train1p/annotations.json" "$DATA/train5p/annotations.json")
 # 3. the detector
 $NA train --config recipes/bundled/config.json --data "${TRAIN[@]}" --val "$DATA/val/annotations.json" \
   --out "$OUT" --vqvae "$OUT/shape.safetensors" --iterations "$ITERATIONS" --batch-size 4 --lr 0.02 \
-  --val-every 500 --checkpoint-every 100 --seed 0
+  --val-every 400 --checkpoint-every 100 --seed 0
 
 # 4. ship it: weights + config + checksum + training log into the package
 python recipes/bundled/install.py "$OUT"

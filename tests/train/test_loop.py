@@ -67,6 +67,8 @@ def test_stop_keeps_a_usable_checkpoint(tmp_path):
     Segmenter.load(tmp_path / "last.safetensors", device="cpu")  # a stopped run's checkpoint segments
     events, _ = drain(train_detector(tiny_config("fcn"), DATA, tmp_path, settings(4)))
     assert [e.iteration for e in events] == [4]
+    rows = [json.loads(x)["iteration"] for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert rows == [1, 2, 3, 4]
 
 
 def test_failing_run_leaves_earlier_checkpoints_intact(tmp_path):

@@ -166,6 +166,7 @@ def train_detector(
     from ..data.dataset import AmodalDataset, Augment, collate
     from ..model import build_model
     from ..models import load_model, pick_device
+    from ..data.coco import atomic_write_text
     from .checkpoint import load_checkpoint, save_checkpoint
 
     s = settings or TrainSettings()
@@ -204,6 +205,11 @@ def train_detector(
         start, best_ap = int(extra["iteration"]), float(extra.get("best_ap", -1.0))
         if "__rng__.torch" in tensors:
             torch.set_rng_state(tensors["__rng__.torch"].cpu())
+        if log_path.exists():  # drop log lines of iterations after the checkpoint (they are redone)
+            lines = [x for x in log_path.read_text().splitlines() if x.strip()]
+            kept = [x for x in lines if json.loads(x).get("iteration", 0) <= start]
+            if len(kept) != len(lines):
+                atomic_write_text(log_path, "".join(x + "\n" for x in kept))
         log.info("resumed from %s at iteration %d", last, start)
     elif log_path.exists():
         log_path.unlink()
@@ -281,9 +287,9 @@ def train_detector(
                     save(last, True, done)
                 logf.flush()
                 yield event
-    except GeneratorExit:
-        # stopped by the caller between iterations: keep the progress made so far
-        # (an error instead leaves the checkpoints of the last good save untouched)
+    except (GeneratorExit, KeyboardInterrupt):
+        # stopped by the caller between iterations, or Ctrl-C: keep the progress made
+        # so far (an error instead leaves the checkpoints of the last good save untouched)
         if done > start:
             save(last, True, done)
         raise
