@@ -5,7 +5,7 @@ Edits (through the widget or napari's own tools on the chosen cell layer) push
 a snapshot of the layer (data, features, colours, review state) on a small
 undo stack first. Autosave (every ~10 s when there are unsaved edits) writes
 ``<project>.autosave.json`` beside the project file, or
-``~/.napari-amodal/autosave/<image name>.autosave.json`` before the project
+``~/.napari-amodal/autosave/<image name>-<image hash>.autosave.json`` before the project
 has a file; saving the project removes the autosave.
 """
 
@@ -354,8 +354,12 @@ class ProofreadWidget(QWidget):
         if self.project_path is not None:
             return core.autosave_path(self.project_path)
         image = self._image_layer()
-        name = image_file(image)[1] if image is not None else "cells"
-        return default_autosave_dir() / f"{Path(name).stem}.autosave.json"
+        if image is None:
+            return default_autosave_dir() / "cells.autosave.json"
+        # the image's fingerprint in the name: two images called alike never share a file
+        path, name = image_file(image)
+        sig = core.image_signature(image.data, path=path, name=name)
+        return default_autosave_dir() / f"{Path(name).stem}-{sig['hash'][:12]}.autosave.json"
 
     def autosave(self) -> Path | None:
         """Write the autosave file when there are unsaved edits (the timer calls this)."""
