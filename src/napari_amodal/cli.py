@@ -177,6 +177,7 @@ def cmd_finetune(args) -> int:
         args.init, args.data, args.out, iterations=args.iterations, lr=args.lr, train=args.train,
         device=args.device, val_fraction=args.val_fraction, replay=args.replay,
         replay_fraction=args.replay_fraction, seed=args.seed, name=args.name, batch_size=args.batch_size,
+        overwrite=args.force, resume=args.resume,
         val_every=args.val_every,
     )
     bar = _Progress("fine-tuning", args.quiet)
@@ -348,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--replay", type=Path, nargs="*", help="COCO-amodal files (e.g. synthetic) mixed in against forgetting")
     ft.add_argument("--replay-fraction", type=float, default=0.25, help="chance a sample comes from --replay (default 0.25)")
     ft.add_argument("--name", help="also save as NAME in the user model folder (then: --model NAME, napari model list)")
+    ft.add_argument("--force", action="store_true", help="replace an existing model called NAME")
+    ft.add_argument("--resume", action="store_true", help="continue a stopped run in OUT (otherwise OUT must hold no earlier run)")
     ft.add_argument("--device", default="auto")
     ft.add_argument("--seed", type=int, default=0)
     ft.set_defaults(func=cmd_finetune)

@@ -93,17 +93,23 @@ def test_bad_inputs_fail_early_and_leave_models_intact(tmp_path, init, home):
     drain(finetune(init, [COCO], tmp_path / "run", name="mine", **{**FAST, "validate_before": False}))
     saved = {p: p.read_bytes() for p in [home / "models" / "mine.safetensors", tmp_path / "run" / "model.safetensors",
                                          tmp_path / "run" / "last.safetensors"]}
+    # a second run may not reuse the first one's folder, nor silently replace its model
+    with pytest.raises(FinetuneError, match="holds an earlier run"):
+        drain(finetune(init, [COCO], tmp_path / "run", **FAST))
+    with pytest.raises(FinetuneError, match="exists already"):
+        drain(finetune(init, [COCO], tmp_path / "run2", name="mine", **FAST))
+    again = {**FAST, "name": "mine", "overwrite": True}
     empty = make_project(tmp_path, reviewed=())
     with pytest.raises(FinetuneError, match="no reviewed frames in"):
-        drain(finetune(init, [empty], tmp_path / "run", name="mine", **FAST))
+        drain(finetune(init, [empty], tmp_path / "run3", **again))
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"images": [{"id": 1, "file_name": "x.tif"}], "annotations": [], "categories": []}))
     with pytest.raises((FinetuneError, FileNotFoundError), match="bad.json|x.tif"):
-        drain(finetune(init, [bad], tmp_path / "run", name="mine", **FAST))
+        drain(finetune(init, [bad], tmp_path / "run4", **again))
     with pytest.raises(FileNotFoundError, match="missing.json"):
-        drain(finetune(init, [tmp_path / "missing.json"], tmp_path / "run", name="mine", **FAST))
+        drain(finetune(init, [tmp_path / "missing.json"], tmp_path / "run5", **again))
     with pytest.raises(FinetuneError, match="model name"):
-        drain(finetune(init, [COCO], tmp_path / "run", name="bundled", **FAST))
+        drain(finetune(init, [COCO], tmp_path / "run6", name="bundled", **FAST))
     for p, data in saved.items():
         assert p.read_bytes() == data, p
 

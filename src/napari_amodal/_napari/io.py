@@ -26,7 +26,8 @@ def _ours(path) -> bool:
             head = fh.read(1 << 16)
     except OSError:
         return False
-    return '"images"' in head and '"annotations"' in head
+    # our writer puts info.format first; other COCO-style files name their images early
+    return '"format":"coco-amodal"' in head.replace(" ", "") or '"images"' in head
 
 
 def get_reader(path):

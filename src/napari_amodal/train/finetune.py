@@ -206,12 +206,17 @@ def publish_model(path, name: str) -> Path:
 
 
 def stopped_result(out_dir) -> Path | None:
-    """The model a stopped run offers: ``best`` when validation ran, else ``last`` (None: nothing saved)."""
+    """The model a stopped run offers: ``best`` when this run validated, else ``last``
+    (None: the run saved nothing, e.g. it was stopped before training began)."""
+    from .checkpoint import read_metadata
+
     out = Path(out_dir)
-    for name in ("best.safetensors", "last.safetensors"):
-        if (out / name).is_file():
-            return out / name
-    return None
+    last = out / "last.safetensors"
+    if not last.is_file():
+        return None
+    best_ap = read_metadata(last)["extra"].get("best_ap", -1.0)
+    best = out / "best.safetensors"
+    return best if best_ap is not None and best_ap >= 0 and best.is_file() else last
 
 
 def swap_shape_model(init_path, shape_model, out) -> Path:
@@ -252,6 +257,7 @@ def finetune(
     shape_iterations: int = 500,
     validate_before: bool = True,
     resume: bool = False,
+    overwrite: bool = False,
 ) -> Generator[TrainEvent, None, Path]:
     """Fine-tune the model ``init`` (a name such as ``bundled``, or a checkpoint path).
 
@@ -267,6 +273,8 @@ def finetune(
         name: also save the result as ``user_model_dir()/NAME.safetensors``.
         val_every: validate every N iterations (0: at the end only); the best model wins.
         resume: continue from ``out_dir/last.safetensors`` of an earlier (stopped) run.
+            Without it, an ``out_dir`` that holds an earlier run is refused (never overwritten).
+        overwrite: replace an existing model called ``name`` (refused otherwise, before training).
     Yields:
         :class:`TrainEvent` (see the module docstring). Returns the saved model's path.
         Closing the generator stops between iterations and keeps ``last`` (and ``best``).
@@ -293,6 +301,15 @@ def finetune(
         raise FinetuneError(f"need iterations >= 1 and lr > 0 (got {iterations}, {lr})")
     if name is not None:
         check_name(name)
+        from ..models import user_model_dir
+
+        if (user_model_dir() / f"{name}.safetensors").exists() and not overwrite:
+            raise FinetuneError(f"a model called {name!r} exists already; choose another name or overwrite it")
+    earlier = [p.name for p in Path(out_dir).glob("*.safetensors")] + (
+        ["log.jsonl"] if (Path(out_dir) / "log.jsonl").exists() else [])
+    if earlier and not resume:
+        raise FinetuneError(f"{out_dir} holds an earlier run ({', '.join(sorted(earlier))}); "
+                            "choose a new output folder, or resume that run")
     for r in replay or ():
         if not Path(r).is_file():
             raise FileNotFoundError(f"{r}: no such replay file")
@@ -357,7 +374,7 @@ def finetune(
         except GeneratorExit:
             gen.close()  # the loop saves last.safetensors
             raise
-    result = publish_model(final, name) if name else final
+    result = publish_model(final, name) if name else final  # name checked free (or overwrite) at the start
     summary["model"] = str(final)
     summary["published"] = str(result) if name else None
     atomic_write_text(out / "finetune.json", json.dumps(summary, indent=2, default=str))

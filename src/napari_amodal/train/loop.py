@@ -272,7 +272,7 @@ def train_detector(
                 scaler.step(opt)
                 scaler.update()
                 row = {k: round(float(v.detach()), 5) for k, v in losses.items()}
-                row["loss"] = round(float(total), 5)
+                row["loss"] = round(float(total.detach()), 5)
                 event = TrainEvent(it + 1, s.iterations, row, lr, time.time() - t0)
                 logf.write(json.dumps({"iteration": it + 1, "lr": lr, "seconds": round(event.seconds, 3), **row}) + "\n")
                 done = it + 1

@@ -39,6 +39,7 @@ from qtpy.QtWidgets import (
 
 from ..layers import META_KEY
 from ._common import (
+    cells_name,
     image_axes,
     image_file,
     is_cell_layer,
@@ -327,7 +328,9 @@ class FinetuneWidget(QWidget):
         init = self.init.currentText().strip() or "bundled"
         resolve_model(init)
         out = self.out_dir.text().strip()
-        out_dir = Path(out).expanduser() if out else user_model_dir().parent / "finetune" / (name or "unnamed")
+        # a fresh folder per run by default: an earlier run's checkpoints are never reused or overwritten
+        stamp = __import__("time").strftime("%Y%m%d-%H%M%S")
+        out_dir = Path(out).expanduser() if out else user_model_dir().parent / "finetune" / f"{name or 'unnamed'}-{stamp}"
         iterations = int(self.iterations.value())
         return {
             "init": init, "layer": layer, "data": files, "out_dir": out_dir, "name": name,
@@ -409,8 +412,14 @@ class FinetuneWidget(QWidget):
                 widgets = offer_model(self.viewer, result["name"], result["path"])
             seg = widgets[0]
             seg.image.setCurrentText(self._run["image"])
-            seg.scope.setCurrentText("all frames")
-            seg.run()
+            # the reviewed frames are the user's corrections: never overwrite them
+            image = self.viewer.layers[self._run["image"]]
+            n_frames = image.data.shape[0] if image.data.ndim >= 3 and not image.rgb else 1
+            cells = cells_name(self._run["image"])
+            reviewed = set()
+            if cells in self.viewer.layers:
+                reviewed = set(self.viewer.layers[cells].metadata.get(META_KEY, {}).get("reviewed", []))
+            seg.run(frames=[t for t in range(n_frames) if t not in reviewed])
         except Exception as e:  # noqa: BLE001
             report_error(f"Could not re-segment with the new model: {e}")
 

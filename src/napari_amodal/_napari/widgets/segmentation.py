@@ -139,7 +139,7 @@ class SegmentationWidget(QWidget):
         self._fill_models()
         self.refresh_layers()
         self.image.currentTextChanged.connect(self._image_changed)
-        self.run_button.clicked.connect(self.run)
+        self.run_button.clicked.connect(lambda: self.run())  # clicked passes a bool we must not take for frames
         self.stop_button.clicked.connect(self.stop)
         self.viewer.layers.events.inserted.connect(self.refresh_layers)
         self.viewer.layers.events.removed.connect(self.refresh_layers)
@@ -239,7 +239,8 @@ class SegmentationWidget(QWidget):
         }
 
     # -- running -------------------------------------------------------------
-    def run(self) -> None:
+    def run(self, frames: list[int] | None = None) -> None:
+        """Start segmenting; ``frames`` overrides the scope (e.g. only unreviewed frames)."""
         from napari.qt.threading import create_worker
 
         if self.worker is not None:
@@ -250,6 +251,11 @@ class SegmentationWidget(QWidget):
         except Exception as e:  # noqa: BLE001 - every bad input becomes a notification
             report_error(explain_error(e, self.device.currentText()))
             return
+        if frames is not None:
+            if not frames:
+                report_info("Nothing to segment: every frame is reviewed.")
+                return
+            args["frames"] = sorted(frames)
         holder: dict = {}
         self._run = {"image": self._layer(), "args": args, "holder": holder, "stopped": False}
         worker = create_worker(
