@@ -337,13 +337,19 @@ def occlusion_from_masks(masks: np.ndarray) -> np.ndarray:
     return masks.sum(0, dtype=np.int32) >= 2
 
 
-def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of (N, H, W) and (M, H, W) bool masks -> (N, M) float64."""
+def mask_intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise overlap in pixels of (N, H, W) and (M, H, W) bool masks -> (N, M) float32."""
     a, b = np.asarray(a, bool), np.asarray(b, bool)
     a = a.reshape(len(a), -1 if len(a) else int(np.prod(a.shape[1:]))).astype(np.float32)
     b = b.reshape(len(b), -1 if len(b) else int(np.prod(b.shape[1:]))).astype(np.float32)
-    inter = a @ b.T
-    union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
+    return a @ b.T
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of (N, H, W) and (M, H, W) bool masks -> (N, M) float64."""
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    inter = mask_intersection(a, b)
+    union = a.sum((1, 2))[:, None] + b.sum((1, 2))[None, :] - inter
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
     return iou.astype(np.float64)

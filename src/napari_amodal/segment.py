@@ -110,9 +110,6 @@ class Segmenter:
                  batch_size: int | None = None, config=None, name: str = ""):
         from .models import pick_device
 
-        import torch
-
-        torch.set_flush_denormal(True)  # denormal floats slow CPU convolutions down by 5-10x
         self.device = pick_device(device)
         self.model = model.eval().to(self.device)
         self.config = config
@@ -153,6 +150,7 @@ class Segmenter:
 
         from .data.dataset import image_to_float
         from .track import Tracker
+        from .utils import flush_denormals
 
         tracker = Tracker() if track else None
 
@@ -164,7 +162,7 @@ class Segmenter:
         for start in range(0, len(indices), self.batch_size):
             batch = indices[start : start + self.batch_size]
             images = [torch.from_numpy(image_to_float(np.asarray(view[t]))).to(self.device) for t in batch]
-            with torch.inference_mode():
+            with torch.inference_mode(), flush_denormals():
                 outputs = self.model(images)
             for t, out, img in zip(batch, outputs, images):
                 inst = outputs_to_instances(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .instances import FrameInstances, mask_iou
+from .instances import FrameInstances, mask_intersection, mask_iou
 
 
 class Tracker:
@@ -50,7 +50,7 @@ class Tracker:
             # an unmatched cell lying mostly inside a previous cell is a daughter of it;
             # at a division both daughters start new tracks (the mother's track ends)
             area = inst.masks.sum((1, 2)).astype(np.float64)
-            inter = inst.masks.reshape(n, -1).astype(np.float32) @ prev.masks.reshape(len(prev), -1).T.astype(np.float32)
+            inter = mask_intersection(inst.masks, prev.masks)
             match_of = {int(c): int(r) for r, c in zip(rows, cols) if iou[r, c] >= self.min_iou}
             for r in np.flatnonzero(ids < 0):
                 c = int(np.argmax(inter[r]))

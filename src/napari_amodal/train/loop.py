@@ -167,6 +167,7 @@ def train_detector(
     from ..model import build_model
     from ..models import load_model, pick_device
     from ..data.coco import atomic_write_text
+    from ..utils import flush_denormals
     from .checkpoint import load_checkpoint, save_checkpoint
 
     s = settings or TrainSettings()
@@ -174,7 +175,6 @@ def train_detector(
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(s.device)
     torch.manual_seed(s.seed)
-    torch.set_flush_denormal(True)  # denormal floats slow CPU convolutions down by 5-10x
     augment = augment if augment is not None else Augment()
 
     if init is not None:
@@ -257,7 +257,7 @@ def train_detector(
                 lr = lr_at(it, s)
                 for g in opt.param_groups:
                     g["lr"] = lr
-                with torch.autocast("cuda", enabled=use_amp):
+                with torch.autocast("cuda", enabled=use_amp), flush_denormals():
                     losses = model(images, targets)
                 total = sum(losses.values())
                 if not torch.isfinite(total):
@@ -266,7 +266,8 @@ def train_detector(
                         "lower the learning rate"
                     )
                 opt.zero_grad(set_to_none=True)
-                scaler.scale(total).backward()
+                with flush_denormals():
+                    scaler.scale(total).backward()
                 scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
                 scaler.step(opt)
