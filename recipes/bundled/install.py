@@ -8,7 +8,6 @@ bundled.sha256, and the training log beside it as bundled_training_log.jsonl.
 """
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -34,7 +33,14 @@ def main(run_dir: str) -> None:
     BUNDLED_DIR.mkdir(exist_ok=True)
     dest = save_checkpoint(BUNDLED_DIR / "bundled.safetensors", weights, config, extra)
     (BUNDLED_DIR / "bundled.sha256").write_text(f"{sha256(dest)}  bundled.safetensors\n")
-    shutil.copy(run / "log.jsonl", BUNDLED_DIR / "bundled_training_log.jsonl")
+    # one line per iteration: a resumed run may have logged a few iterations twice
+    rows = {}
+    for line in (run / "log.jsonl").read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            rows[(row["iteration"], "validation" in row)] = line
+    log_lines = [rows[k] for k in sorted(rows)]
+    (BUNDLED_DIR / "bundled_training_log.jsonl").write_text("\n".join(log_lines) + "\n")
     print(f"{dest}: {dest.stat().st_size / 1e6:.1f} MB, sha256 {sha256(dest)[:16]}...")
 
 

@@ -40,7 +40,6 @@ from ._common import (
     frame_axis,
     image_file,
     is_cell_layer,
-    layer_frames,
     recolour,
     report_error,
     report_info,
@@ -338,17 +337,7 @@ class ProofreadWidget(QWidget):
     # -- project ----------------------------------------------------------------
     def current_project(self) -> core.AnnotationProject:
         """The chosen image and cell layer as an annotation project."""
-        layer = self._require()
-        image = self._image_layer()
-        if image is None:
-            raise ValueError("Choose the image the cells belong to (an Image layer).")
-        path, name = image_file(image)
-        sig = core.image_signature(image.data, path=path, name=name)
-        shape = tuple(layer.metadata.get(META_KEY, {}).get("image_shape", ()))
-        return core.AnnotationProject.from_frames(
-            sig, layer_frames(layer), n_frames=self.n_frames(), frame_shape=shape, reviewed=self.reviewed(),
-            categories=layer.metadata.get(META_KEY, {}).get("categories"),
-        )
+        return self._project_job()()
 
     def autosave_target(self) -> Path:
         if self.project_path is not None:
@@ -362,18 +351,65 @@ class ProofreadWidget(QWidget):
         return default_autosave_dir() / f"{Path(name).stem}-{sig['hash'][:12]}.autosave.json"
 
     def autosave(self) -> Path | None:
-        """Write the autosave file when there are unsaved edits (the timer calls this)."""
-        if not self.dirty or self.layer is None:
+        """Write the autosave file when there are unsaved edits (the timer calls this).
+
+        Only a copy of the layer is taken here; rasterising the cells and writing
+        the file happen in a worker thread, so a large project never freezes the
+        viewer. Returns the file it will write (None: nothing to save)."""
+        from napari.qt.threading import create_worker
+
+        if not self.dirty or self.layer is None or getattr(self, "_autosaving", False):
             return None
         try:
-            target = core.save_project(self.autosave_target(), self.current_project())
+            target = self.autosave_target()
+            job = self._project_job()
         except Exception as e:  # noqa: BLE001
-            self.timer.stop()  # one notification, not one every 10 s
+            self.timer.stop()
             report_error(f"Autosave failed ({e}); autosave is off until the next save.")
             return None
         self.dirty = False
-        self.last_autosave = target
+        self._autosaving = True
+
+        def done(path):
+            self._autosaving = False
+            self.last_autosave = path
+
+        def failed(e):
+            self._autosaving = False
+            self.dirty = True
+            self.timer.stop()  # one notification, not one every 10 s
+            report_error(f"Autosave failed ({e}); autosave is off until the next save.")
+
+        worker = create_worker(lambda: core.save_project(target, job()), _ignore_errors=True)
+        worker.returned.connect(done)
+        worker.errored.connect(failed)
+        worker.start()
         return target
+
+    def _project_job(self):
+        """A copy of the chosen layers now, and a function that builds the project from
+        it later (in any thread)."""
+        from ..layers import cell_layer_to_frames
+
+        layer = self._require()
+        image = self._image_layer()
+        if image is None:
+            raise ValueError("Choose the image the cells belong to (an Image layer).")
+        path, name = image_file(image)
+        sig = core.image_signature(image.data, path=path, name=name)
+        meta = dict(layer.metadata)
+        data = [np.array(d, copy=True) for d in layer.data]
+        features, types = layer.features.copy(), list(layer.shape_type)
+        n_frames, reviewed = self.n_frames(), self.reviewed()
+        shape = tuple(meta.get(META_KEY, {}).get("image_shape", ()))
+        categories = meta.get(META_KEY, {}).get("categories")
+
+        def build():
+            frames = cell_layer_to_frames(data, features, meta, types)
+            return core.AnnotationProject.from_frames(sig, frames, n_frames=n_frames, frame_shape=shape,
+                                                      reviewed=reviewed, categories=categories)
+
+        return build
 
     def save(self, path=None) -> Path | None:
         """Save the project (to ``path``, the path field, or a file dialog)."""
