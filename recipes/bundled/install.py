@@ -11,7 +11,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
 
 from napari_amodal.models import BUNDLED_DIR
 from napari_amodal.train.checkpoint import load_checkpoint, save_checkpoint, sha256
