@@ -17,6 +17,11 @@ OUT = Path(__file__).resolve().parents[1] / "images" / "napari_screenshot.png"
 
 
 def main() -> None:
+    # torch before napari: importing torch's triton after Mesa's software OpenGL
+    # (llvmpipe, as under Xvfb) is loaded crashes on clashing LLVM symbols
+    from napari_amodal._napari.widgets._common import import_compute_stack
+
+    import_compute_stack()
     import napari
     from qtpy.QtWidgets import QApplication
 
@@ -28,8 +33,9 @@ def main() -> None:
     for name in ("ground truth cells", "ground truth occlusion"):
         viewer.layers[name].visible = False
     seg = SegmentationWidget(viewer)
-    viewer.window.add_dock_widget(seg, name="Amodal segmentation", area="right")
+    dock = viewer.window.add_dock_widget(seg, name="Amodal segmentation", area="right")
     viewer.window.add_dock_widget(ProofreadWidget(viewer), name="Proofread", area="right", tabify=True)
+    dock.raise_()
     seg.image.setCurrentText("embryo (synthetic)")
     seg.scope.setCurrentText("all frames")
     seg.run()
@@ -44,6 +50,11 @@ def main() -> None:
     for _ in range(20):
         QApplication.processEvents()
         time.sleep(0.05)
+    from napari.utils.notifications import notification_manager
+
+    notification_manager.records.clear()  # no start-up toasts over the picture
+    for toast in viewer.window._qt_viewer.findChildren(__import__("qtpy").QtWidgets.QWidget, "NapariQtNotification"):
+        toast.close()
     OUT.parent.mkdir(parents=True, exist_ok=True)
     viewer.screenshot(str(OUT), canvas_only=False, flash=False)
     print(f"wrote {OUT}")

@@ -64,6 +64,9 @@ def segment_files(segmenter, input_path, out_dir, *, plane: int | None = None,
         extra = {(input_path.name, t): {"occlusion_file": occ_path.name, "occlusion_frame": t} for t in range(n)}
         d = coco_dict(frames(), _categories(segmenter), predictions=True, images_extra=extra,
                       info={"model": segmenter.name, "source": str(input_path)})
+        from .data.coco import _umask_mode
+
+        os.chmod(occ_tmp, _umask_mode())  # mkstemp makes owner-only files
         os.replace(occ_tmp, occ_path)
     finally:
         if os.path.exists(occ_tmp):

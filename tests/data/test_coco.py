@@ -140,3 +140,15 @@ def test_read_cocoa(tmp_path):
     assert f.areas.tolist() == [400, 100]
     assert f.visible[0].sum() == 200
     assert mask_iou(f.masks[:1], f.masks[1:])[0, 0] > 0  # the two regions overlap
+
+
+def test_written_files_are_readable_by_others(tmp_path, two_cells):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        write_coco(tmp_path / "a.json", [two_cells], CATS)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644

@@ -53,9 +53,17 @@ class AmodalFormatError(ValueError):
         super().__init__(f"{path}: field '{field}': {message}")
 
 
+def _umask_mode() -> int:
+    """0o666 less the process umask: the mode a plain ``open(path, "w")`` would give."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_text(path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder,
-    fsync'ed and renamed over the target: a crash never leaves a half file."""
+    fsync'ed and renamed over the target: a crash never leaves a half file.
+    The file gets the usual permissions (mkstemp's own are owner-only)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -64,6 +72,7 @@ def atomic_write_text(path, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

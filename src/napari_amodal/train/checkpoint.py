@@ -35,6 +35,9 @@ def _atomic_replace(path: Path, write) -> None:
         write(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        from ..data.coco import _umask_mode
+
+        os.chmod(tmp, _umask_mode())  # mkstemp makes owner-only files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -141,3 +141,16 @@ def empty_features():
     import pandas as pd
 
     return pd.DataFrame({k: np.zeros(0, float if k == "score" else np.int64) for k in FEATURES})
+
+
+def import_compute_stack() -> None:
+    """Import torch, torchvision and the model code on the GUI thread.
+
+    Their first import inside a worker thread, while Qt's event loop runs, crashed
+    the process (segmentation fault in torchvision's operator registration); a
+    widget that will start such workers imports them once when it is created.
+    """
+    import torch  # noqa: F401
+    import torchvision  # noqa: F401
+
+    from ...model import build_model  # noqa: F401

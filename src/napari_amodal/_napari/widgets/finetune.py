@@ -42,6 +42,7 @@ from ._common import (
     cells_name,
     image_axes,
     image_file,
+    import_compute_stack,
     is_cell_layer,
     layer_frames,
     report_error,
@@ -164,6 +165,7 @@ class FinetuneWidget(QWidget):
 
     def __init__(self, napari_viewer):
         super().__init__()
+        import_compute_stack()
         self.viewer = napari_viewer
         self.worker = None
         self.result: dict | None = None

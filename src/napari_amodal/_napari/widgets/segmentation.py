@@ -33,6 +33,7 @@ from ._common import (
     current_frame,
     image_axes,
     image_file,
+    import_compute_stack,
     is_cell_layer,
     occlusion_name,
     recolour,
@@ -136,6 +137,7 @@ class SegmentationWidget(QWidget):
         form.addRow(buttons)
         form.addRow(self.status)
 
+        import_compute_stack()
         self._fill_models()
         self.refresh_layers()
         self.image.currentTextChanged.connect(self._image_changed)
