@@ -50,3 +50,24 @@ def test_reader_opens_tiff_stack(make_napari_viewer):
     viewer = make_napari_viewer()
     layers = viewer.open(str(sample_path("embryo_sample.tif")), plugin="napari-amodal")
     assert layers[0].data.ndim == 3
+
+
+def test_opening_the_widget_after_the_canvas_does_not_crash(tmp_path):
+    """torch imported after napari's OpenGL canvas (Mesa llvmpipe under Xvfb) used to
+    segfault in triton; run it the way a user does, in a fresh process."""
+    import subprocess
+    import sys
+
+    code = (
+        "import napari\n"
+        "v = napari.Viewer(show=False)\n"
+        "v.open_sample('napari-amodal', 'embryo')\n"
+        "from napari_amodal._napari.widgets import SegmentationWidget\n"
+        "SegmentationWidget(v)\n"
+        "from napari_amodal.segment import Segmenter\n"
+        "print(len(Segmenter.load('bundled')(v.layers[0].data[:1])))\n"
+        "v.close()\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "1"
