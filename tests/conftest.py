@@ -2,23 +2,9 @@
 
 import numpy as np
 import pytest
-from skimage.draw import disk, ellipse
 
+from helpers import disk_mask
 from napari_amodal.instances import FrameInstances
-
-
-def disk_mask(shape, center, radius):
-    m = np.zeros(shape, bool)
-    rr, cc = disk(center, radius, shape=shape)
-    m[rr, cc] = True
-    return m
-
-
-def ellipse_mask(shape, center, radii, rotation=0.0):
-    m = np.zeros(shape, bool)
-    rr, cc = ellipse(center[0], center[1], radii[0], radii[1], shape=shape, rotation=rotation)
-    m[rr, cc] = True
-    return m
 
 
 @pytest.fixture

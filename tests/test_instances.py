@@ -3,7 +3,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import disk_mask, ellipse_mask
+from helpers import disk_mask, ellipse_mask
 from napari_amodal.instances import (
     FrameInstances,
     layers_to_masks,

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import disk_mask
+from helpers import disk_mask
 
 from napari_amodal.data.coco import read_amodal
 from napari_amodal.instances import FrameInstances

@@ -3,7 +3,7 @@
 import numpy as np
 from scipy import ndimage as ndi
 
-from conftest import ellipse_mask
+from helpers import ellipse_mask
 from napari_amodal._napari.layers import cell_layer_data, cell_layer_to_frames, track_colour
 from napari_amodal.instances import FrameInstances
 
