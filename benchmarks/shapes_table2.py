@@ -38,13 +38,13 @@ def shapes_config(head: str, occlusion: bool):
 
 
 def drain(gen):
-    try:
-        while True:
-            ev = next(gen)
-            if ev.iteration % 100 == 0:
-                print(f"  iteration {ev.iteration}/{ev.total} loss {ev.losses['loss']:.3f}", flush=True)
-    except StopIteration as stop:
-        return stop.value
+    from napari_amodal.utils import drain as run_to_end
+
+    def show(ev):
+        if ev.iteration % 100 == 0:
+            print(f"  iteration {ev.iteration}/{ev.total} loss {ev.losses['loss']:.3f}", flush=True)
+
+    return run_to_end(gen, show)
 
 
 def main(argv=None) -> None:

@@ -189,9 +189,6 @@ class Segmenter:
 
     def __call__(self, stack: np.ndarray, **kwargs) -> list[FrameInstances]:
         """Run :meth:`segment` to the end and return its result."""
-        gen = self.segment(stack, **kwargs)
-        while True:
-            try:
-                next(gen)
-            except StopIteration as stop:
-                return stop.value
+        from .utils import drain
+
+        return drain(self.segment(stack, **kwargs))

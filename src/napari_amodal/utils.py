@@ -21,3 +21,15 @@ def flush_denormals():
     finally:
         if on:
             torch.set_flush_denormal(False)
+
+
+def drain(gen, on_item=None):
+    """Run a progress generator to its end: call ``on_item(item)`` for each yielded
+    item and return the generator's return value (its ``StopIteration.value``)."""
+    while True:
+        try:
+            item = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if on_item is not None:
+            on_item(item)

@@ -3,7 +3,12 @@ import json
 import pytest
 import torch
 
-from napari_amodal.train.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
+from napari_amodal.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_metadata,
+    save_checkpoint,
+)
 
 
 def test_round_trip_with_config(tmp_path):

@@ -19,18 +19,16 @@ from napari_amodal.train.finetune import (
     finetune,
     prepare_data,
 )
+from napari_amodal.utils import drain as run_to_end
 
 COCO = sample_path(EMBRYO_GT)
 FAST = {"iterations": 2, "lr": 0.002, "device": "cpu", "val_fraction": 0.1, "shape_iterations": 3}
 
 
 def drain(gen):
+    """(events, return value) of a training generator."""
     events = []
-    try:
-        while True:
-            events.append(next(gen))
-    except StopIteration as stop:
-        return events, stop.value
+    return events, run_to_end(gen, events.append)
 
 
 @pytest.fixture(autouse=True)

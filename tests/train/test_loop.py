@@ -4,23 +4,21 @@ import json
 
 import pytest
 import tifffile
+from tiny import tiny_config
 
 from napari_amodal.data.sample import EMBRYO_GT, sample_path
 from napari_amodal.segment import Segmenter
 from napari_amodal.train.checkpoint import read_metadata
 from napari_amodal.train.loop import TrainSettings, lr_at, train_detector
-from tiny import tiny_config
+from napari_amodal.utils import drain as run_to_end
 
 DATA = [sample_path(EMBRYO_GT)]
 
 
 def drain(gen):
+    """(events, return value) of a training generator."""
     events = []
-    try:
-        while True:
-            events.append(next(gen))
-    except StopIteration as stop:
-        return events, stop.value
+    return events, run_to_end(gen, events.append)
 
 
 def settings(iterations, **kw):
