@@ -57,8 +57,11 @@ def main(argv=None) -> dict:
         keep = [k for k, g in enumerate(gts) if len(g) == n]
         r = evaluate_frames([gts[k] for k in keep], [preds[k] for k in keep])
         by_count[n] = {"frames": len(keep), "AP": r["AP"], "AP50": r["AP50"]}
-    counted = [int((p.scores >= args.score_threshold).sum()) for p in preds]
-    count_acc = float(np.mean([c == len(g) for c, g in zip(counted, gts)]))
+    def count_accuracy(threshold):
+        return float(np.mean([int((p.scores >= threshold).sum()) == len(g) for p, g in zip(preds, gts)]))
+
+    count_acc = count_accuracy(args.score_threshold)
+    by_threshold = {round(t, 2): count_accuracy(t) for t in np.arange(0.3, 0.96, 0.05)}
     result = {
         "model": args.model,
         "machine": f"{platform.machine()} {platform.processor() or ''} ({__import__('os').cpu_count()} cores), device {seg.device}",
@@ -67,6 +70,7 @@ def main(argv=None) -> dict:
         "occlusion_iou": overall["occlusion_iou"],
         "count_accuracy": count_acc,
         "count_threshold": args.score_threshold,
+        "count_accuracy_by_threshold": by_threshold,
         "AP_by_cell_count": by_count,
         "seconds": round(seconds, 1),
         "seed": args.seed,
@@ -75,6 +79,7 @@ def main(argv=None) -> dict:
     print(f"amodal mask AP {overall['AP']:.3f}  AP50 {overall['AP50']:.3f}  AP75 {overall['AP75']:.3f}")
     print(f"occlusion-map IoU {overall['occlusion_iou']:.3f}")
     print(f"cell-count accuracy per frame (score >= {args.score_threshold}): {count_acc:.3f}")
+    print("count accuracy by score threshold: " + "  ".join(f"{t:.2f}:{a:.2f}" for t, a in by_threshold.items()))
     for n, r in by_count.items():
         print(f"  {n} cells: {r['frames']:4d} frames  AP {r['AP']:.3f}  AP50 {r['AP50']:.3f}")
     print(f"{n_frames} frames segmented in {seconds:.0f} s on {seg.device}")
