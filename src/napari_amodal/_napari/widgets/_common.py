@@ -154,3 +154,25 @@ def import_compute_stack() -> None:
     import torchvision  # noqa: F401
 
     from ...model import build_model  # noqa: F401
+
+
+def start_worker(widget, func, kwargs: dict, *, status: str, on_yielded, on_returned, on_error, on_finished,
+                 on_aborted=None, **worker_options):
+    """Run ``func(**kwargs)`` (a generator) in a napari worker for ``widget``, which has
+    ``worker``, ``run_button``, ``stop_button`` and ``status``: wire the signals,
+    switch Run off and Stop on, show ``status``, start, and return the worker."""
+    from napari.qt.threading import create_worker
+
+    worker = create_worker(func, **kwargs, _start_thread=False, _ignore_errors=True, **worker_options)
+    worker.yielded.connect(on_yielded)
+    worker.returned.connect(on_returned)
+    worker.errored.connect(on_error)
+    if on_aborted is not None:
+        worker.aborted.connect(on_aborted)
+    worker.finished.connect(on_finished)
+    widget.worker = worker
+    widget.run_button.setEnabled(False)
+    widget.stop_button.setEnabled(True)
+    widget.status.setText(status)
+    worker.start()
+    return worker

@@ -47,6 +47,7 @@ from ._common import (
     layer_frames,
     report_error,
     report_info,
+    start_worker,
 )
 
 NO_LAYER = "(none)"
@@ -342,8 +343,6 @@ class FinetuneWidget(QWidget):
 
     # -- running -------------------------------------------------------------
     def run(self) -> None:
-        from napari.qt.threading import create_worker
-
         if self.worker is not None:
             report_info("A fine-tuning run is already going.")
             return
@@ -358,16 +357,9 @@ class FinetuneWidget(QWidget):
         self.plot.clear(args["iterations"])
         self.progress.setRange(0, args["iterations"])
         self.progress.setValue(0)
-        worker = create_worker(finetune_job, **args, holder=holder, _start_thread=False, _ignore_errors=True)
-        worker.yielded.connect(self._on_event)
-        worker.returned.connect(self._on_returned)
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
-        self.run_button.setEnabled(False)
-        self.stop_button.setEnabled(True)
-        self.status.setText("preparing the data...")
-        worker.start()
+        start_worker(self, finetune_job, {**args, "holder": holder}, status="preparing the data...",
+                     on_yielded=self._on_event, on_returned=self._on_returned, on_error=self._on_error,
+                     on_finished=self._on_finished)
 
     def stop(self) -> None:
         """Stop after the current iteration; the best (else last) checkpoint becomes the result."""

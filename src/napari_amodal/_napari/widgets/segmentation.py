@@ -40,6 +40,7 @@ from ._common import (
     report_error,
     report_info,
     set_shapes,
+    start_worker,
 )
 
 FILE_CHOICE = "file..."
@@ -243,8 +244,6 @@ class SegmentationWidget(QWidget):
     # -- running -------------------------------------------------------------
     def run(self, frames: list[int] | None = None) -> None:
         """Start segmenting; ``frames`` overrides the scope (e.g. only unreviewed frames)."""
-        from napari.qt.threading import create_worker
-
         if self.worker is not None:
             report_info("A segmentation is already running.")
             return
@@ -260,21 +259,12 @@ class SegmentationWidget(QWidget):
             args["frames"] = sorted(frames)
         holder: dict = {}
         self._run = {"image": self._layer(), "args": args, "holder": holder, "stopped": False}
-        worker = create_worker(
-            segment_job, **args, holder=holder, prepare=self._cells_preparer(args),
+        start_worker(
+            self, segment_job, {**args, "holder": holder, "prepare": self._cells_preparer(args)},
+            status="loading the model...", on_yielded=self._on_progress, on_returned=self._on_returned,
+            on_error=self._on_error, on_aborted=self._on_aborted, on_finished=self._on_finished,
             _progress={"total": len(args["frames"]), "desc": "Amodal segmentation"},
-            _start_thread=False, _ignore_errors=True,
         )
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(self._on_returned)
-        worker.errored.connect(self._on_error)
-        worker.aborted.connect(self._on_aborted)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
-        self.run_button.setEnabled(False)
-        self.stop_button.setEnabled(True)
-        self.status.setText("loading the model...")
-        worker.start()
 
     def stop(self) -> None:
         """Stop after the frame being computed; frames done are kept."""
