@@ -8,7 +8,7 @@ import numpy as np
 
 
 def read_stack(path) -> tuple[np.ndarray, str]:
-    """Read a TIFF stack -> ``(data, axes)``.
+    """Read a TIFF stack (or a single PNG/JPEG/BMP image) -> ``(data, axes)``.
 
     ``axes`` is a string over ``T Z Y X S`` (S = RGB samples) taken from the
     file's own metadata (our ``axes`` entry, ImageJ or OME) when present, else
@@ -20,6 +20,8 @@ def read_stack(path) -> tuple[np.ndarray, str]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such image file")
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        return _read_plain_image(path)
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
@@ -34,6 +36,22 @@ def read_stack(path) -> tuple[np.ndarray, str]:
     if len(axes) != data.ndim or set(axes) - set("TZYXS"):
         axes = guess_axes(data.shape)
     return data, axes
+
+
+TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
+
+
+def _read_plain_image(path: Path) -> tuple[np.ndarray, str]:
+    """A 2D grey or RGB(A) image in any format imageio reads (PNG, JPEG, BMP...)."""
+    import imageio.v3 as iio
+
+    try:
+        data = np.asarray(iio.imread(path))
+    except Exception as e:  # imageio raises plugin-specific errors
+        raise ValueError(f"{path}: not a readable image ({e})") from None
+    if data.ndim not in (2, 3) or (data.ndim == 3 and data.shape[-1] not in (3, 4)):
+        raise ValueError(f"{path}: expected a single grey or RGB image, got shape {data.shape}")
+    return data, "YX" if data.ndim == 2 else "YXS"
 
 
 def guess_axes(shape: tuple[int, ...]) -> str:

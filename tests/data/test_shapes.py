@@ -43,3 +43,36 @@ def test_dataset_is_seeded_and_splits_are_independent(tmp_path):
         np.testing.assert_array_equal(x.masks, y.masks)
     assert any(x.masks.shape != y.masks.shape or (x.masks != y.masks).any() for x, y in zip(fa, fc))
     assert (tmp_path / "a" / fa[0].file_name).exists()
+
+
+def test_shapes_dataset_feeds_the_training_loader(tmp_path):
+    """The PNG frames written by ``synth shapes`` load through AmodalDataset (Table II trains on them)."""
+    import imageio.v3 as iio
+    import torch
+
+    from napari_amodal.data.dataset import AmodalDataset
+
+    paths = write_shapes_dataset(tmp_path, n_train=2, n_test=1, seed=2)
+    frames = read_coco(paths["train"])
+    ds = AmodalDataset([paths["train"]])
+    image, target = ds[0]
+    assert image.shape == (3, 224, 224) and image.dtype == torch.float32
+    rendered = iio.imread(tmp_path / frames[0].file_name)
+    np.testing.assert_allclose(image.permute(1, 2, 0).numpy(), rendered / 255.0, atol=1e-6)
+    np.testing.assert_array_equal(target["masks"].numpy().astype(bool), frames[0].masks)
+
+
+def test_read_stack_reads_plain_images_and_rejects_junk(tmp_path):
+    import imageio.v3 as iio
+    import pytest
+
+    from napari_amodal.io_images import read_stack
+
+    grey = (np.arange(20 * 30) % 256).astype(np.uint8).reshape(20, 30)
+    iio.imwrite(tmp_path / "g.png", grey)
+    data, axes = read_stack(tmp_path / "g.png")
+    assert axes == "YX"
+    np.testing.assert_array_equal(data, grey)
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="bad.png: not a readable image"):
+        read_stack(tmp_path / "bad.png")
