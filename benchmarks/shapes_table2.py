@@ -63,7 +63,7 @@ def main(argv=None) -> None:
 
     import torch
 
-    from napari_amodal.data.coco import read_amodal
+    from napari_amodal.data.coco import atomic_write_text, read_amodal
     from napari_amodal.data.dataset import AmodalDataset
     from napari_amodal.data.shapes import write_shapes_dataset
     from napari_amodal.evaluate import evaluate_frames
@@ -76,7 +76,9 @@ def main(argv=None) -> None:
     if not (data / "test.json").exists():
         write_shapes_dataset(data, n_train=args.n_train, n_test=args.n_test, seed=args.seed)
     train, test = [data / "train.json"], data / "test.json"
-    results = {}
+    # variants can run in separate processes (--only): results accumulate in one file
+    table = args.out / "table2.json"
+    results = json.loads(table.read_text()) if table.exists() else {}
     for name, head, occlusion in VARIANTS:
         if args.only and name not in args.only:
             continue
@@ -102,7 +104,11 @@ def main(argv=None) -> None:
         ds = AmodalDataset([test])
         preds, gts = predict_frames(model, ds, range(len(ds)), device)
         r = evaluate_frames(gts, preds, read_amodal(test)[1])
-        results[name] = {"AP": r["AP"], "AP50": r["AP50"], "AP75": r["AP75"], "train_seconds": round(time.time() - t0)}
+        entry = {"AP": r["AP"], "AP50": r["AP50"], "AP75": r["AP75"], "train_seconds": round(time.time() - t0),
+                 "iterations": args.iterations, "batch_size": args.batch_size, "seed": args.seed}
+        results = json.loads(table.read_text()) if table.exists() else {}  # re-read: another process may have written
+        results[name] = entry
+        atomic_write_text(table, json.dumps(results, indent=2))
         print(f"{name}: AP {r['AP']:.3f}  AP50 {r['AP50']:.3f}  AP75 {r['AP75']:.3f}", flush=True)
         del model
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
@@ -110,10 +116,9 @@ def main(argv=None) -> None:
           f"{args.n_train} train / {args.n_test} test images, device {device} ({platform.machine()})")
     print(f"{'variant':22s} {'AP':>6s} {'AP50':>6s} {'AP75':>6s}   paper AP")
     paper = {"fcn": 0.809, "vae": 0.849, "vq_refine": 0.865}
-    for name, r in results.items():
+    for name, r in sorted(results.items(), key=lambda kv: [v[0] for v in VARIANTS].index(kv[0])):
         ref = f"{paper[name]:.3f}" if name in paper else "  -"
         print(f"{name:22s} {r['AP']:6.3f} {r['AP50']:6.3f} {r['AP75']:6.3f}   {ref}")
-    (args.out / "table2.json").write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

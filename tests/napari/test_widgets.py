@@ -247,3 +247,32 @@ def test_project_save_reload_refuse_autosave(segmented, make_napari_viewer, erro
     d = json.loads(autosave_path(path).read_text())
     assert d["napari_amodal_project"]["reviewed"] == [2]
     assert not p.dirty
+
+
+def test_segment_job_builds_the_layers_frame_by_frame(model_file):
+    """The worker keeps polygons + occlusion maps per frame (no dense masks), and
+    they equal what the whole list of frames would give."""
+    from napari_amodal._napari.widgets.segmentation import segment_job
+    from napari_amodal.segment import Segmenter
+    from napari_amodal.utils import drain
+
+    stack = (np.random.default_rng(1).random((3, 48, 48)) * 255).astype(np.uint8)
+    holder: dict = {}
+    progress = []
+    result = drain(segment_job(str(model_file), "cpu", 0.0, stack, holder, axes="TYX", frames=[0, 2]), progress.append)
+    assert progress == [(1, 2), (2, 2)] and holder["result"] is result
+    assert result.frames == [0, 2]
+    frames = Segmenter.load(model_file, "cpu", score_threshold=0.0)(stack, axes="TYX", frames=[0, 2])
+    assert result.n_cells == sum(len(f) for f in frames) > 0
+    data, kwargs, kind = result.layer_tuple()
+    want, want_kwargs, _ = _common.cells_layer_tuple(frames, stack=True, name="amodal cells")
+    assert kind == "shapes" and len(data) == len(want)
+    for a, b in zip(data, want):
+        np.testing.assert_array_equal(a, b)
+    for k in want_kwargs["features"]:
+        np.testing.assert_array_equal(kwargs["features"][k], want_kwargs["features"][k])
+    np.testing.assert_array_equal(kwargs["face_color"], want_kwargs["face_color"])
+    for m, f in zip(result.occlusion, frames):
+        assert m.dtype == np.float16
+        np.testing.assert_allclose(m, f.occlusion_map(), atol=1e-3)
+    assert not any(isinstance(v, np.ndarray) and v.dtype == bool for v in vars(result).values())

@@ -207,9 +207,12 @@ def _feat(feats: dict, key: str, k: int, default):
     return v
 
 
+OCCLUSION_STYLE = {"colormap": "magma", "blending": "additive", "opacity": 0.6, "contrast_limits": (0.0, 1.0)}
+
+
 def occlusion_layer_data(frames: Sequence[FrameInstances], name: str = "occlusion") -> tuple[np.ndarray, dict, str]:
     """An Image layer data tuple of the occlusion maps: (T, H, W) or (H, W) float32."""
     maps = np.stack([f.occlusion_map() for f in frames]).astype(np.float32)
     if len(frames) == 1 and frames[0].frame == 0:
         maps = maps[0]
-    return maps, {"name": name, "colormap": "magma", "blending": "additive", "opacity": 0.6, "contrast_limits": (0.0, 1.0)}, "image"
+    return maps, {"name": name, **OCCLUSION_STYLE}, "image"

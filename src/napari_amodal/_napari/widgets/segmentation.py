@@ -26,9 +26,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..layers import META_KEY, occlusion_layer_data
+from ..layers import META_KEY, OCCLUSION_STYLE
 from ._common import (
-    cells_layer_tuple,
+    SegmentationResult,
     cells_name,
     current_frame,
     image_axes,
@@ -47,26 +47,29 @@ FILE_CHOICE = "file..."
 SCOPES = ("current frame", "frame range", "all frames")
 
 
-def segment_job(model: str, device: str, score_threshold: float, stack, holder: dict, prepare=None, **kwargs):
+def segment_job(model: str, device: str, score_threshold: float, stack, holder: dict,
+                result: SegmentationResult | None = None, **kwargs):
     """Generator (no Qt): load the model, then yield ``(done, total)`` after each
-    frame and return ``(frames, prepared)``: the list of FrameInstances and
-    ``prepare(frames)`` (the cell layer's polygons, made here in the worker so the
-    GUI thread only hands them to napari). ``holder["segmenter"]`` gives the
-    caller the Segmenter, whose ``last_results`` hold the frames done if the run
-    is stopped."""
-    from ...segment import Segmenter
+    frame and return a :class:`SegmentationResult` (polygons, features and
+    occlusion maps, made here in the worker so the GUI thread only hands them to
+    napari, and so that dense masks never pile up over a long stack).
+    ``holder["result"]`` gives the caller the frames done if the run is stopped.
+    Keyword arguments go to :meth:`~napari_amodal.segment.Segmenter.iter_frames`."""
+    from ...segment import Segmenter, frames_view
 
+    if result is None:
+        axes = kwargs.get("axes") or ""
+        result = SegmentationResult(stack="T" in axes, name="amodal cells",
+                                    plane=kwargs.get("plane") if "Z" in axes else None)
+    holder["result"] = result
     seg = Segmenter.load(model, device=device, score_threshold=score_threshold)
     holder["segmenter"] = seg
-    gen = seg.segment(stack, **kwargs)
-    try:
-        while True:
-            done, total = next(gen)
-            if done:
-                yield done, total
-    except StopIteration as stop:
-        frames = stop.value
-    return frames, (prepare(frames) if prepare is not None and frames else None)
+    frames = kwargs.get("frames")
+    total = len(frames) if frames is not None else len(frames_view(stack, kwargs.get("axes"), kwargs.get("plane"))[0])
+    for inst in seg.iter_frames(stack, **kwargs):
+        result.add(inst)
+        yield len(result), total
+    return result
 
 
 def explain_error(error: BaseException, device: str = "") -> str:
@@ -260,7 +263,7 @@ class SegmentationWidget(QWidget):
         holder: dict = {}
         self._run = {"image": self._layer(), "args": args, "holder": holder, "stopped": False}
         start_worker(
-            self, segment_job, {**args, "holder": holder, "prepare": self._cells_preparer(args)},
+            self, segment_job, {**args, "holder": holder, "result": self._new_result(args)},
             status="loading the model...", on_yielded=self._on_progress, on_returned=self._on_returned,
             on_error=self._on_error, on_aborted=self._on_aborted, on_finished=self._on_finished,
             _progress={"total": len(args["frames"]), "desc": "Amodal segmentation"},
@@ -278,14 +281,13 @@ class SegmentationWidget(QWidget):
         self.status.setText(f"segmented {done} of {total} frames")
 
     def _on_returned(self, result) -> None:
-        frames, prepared = result
-        self._add(frames, prepared)
+        self._add(result)
 
     def _on_aborted(self) -> None:
-        seg = self._run["holder"].get("segmenter") if self._run else None
-        frames = list(seg.last_results) if seg is not None else []
-        self._add(frames)
-        report_info(f"Segmentation stopped; kept {len(frames)} finished frame(s).")
+        result = self._run["holder"].get("result") if self._run else None
+        if result is not None:
+            self._add(result)
+        report_info(f"Segmentation stopped; kept {len(result) if result is not None else 0} finished frame(s).")
 
     def _on_error(self, error) -> None:
         device = self._run["args"]["device"] if self._run else ""
@@ -298,37 +300,35 @@ class SegmentationWidget(QWidget):
         self.run_button.setEnabled(True)
         self.stop_button.setEnabled(False)
 
-    def _add(self, frames, prepared=None) -> None:
+    def _add(self, result: SegmentationResult) -> None:
         try:
-            self.add_results(self._run["image"], frames, self._run["args"], prepared)
+            self.add_results(self._run["image"], result, self._run["args"])
         except Exception as e:  # noqa: BLE001
             report_error(f"Could not show the results: {e}")
         else:
-            self.status.setText(f"done: {len(frames)} frame(s), {sum(len(f) for f in frames)} cells")
+            self.status.setText(f"done: {len(result)} frame(s), {result.n_cells} cells")
 
     # -- results -> layers ---------------------------------------------------
-    def _cells_preparer(self, args: dict):
-        """frames -> cell layer tuple for the run's image (pure numpy: runs in the worker)."""
-        name = cells_name(self._layer().name)
-        stacked = "T" in args["axes"]
-        plane = args["plane"] if "Z" in args["axes"] else None
-        return lambda frames: cells_layer_tuple(frames, stack=stacked, name=name, plane=plane)
+    def _new_result(self, args: dict) -> SegmentationResult:
+        """An empty result for the run's image (filled in the worker)."""
+        return SegmentationResult(stack="T" in args["axes"], name=cells_name(self._layer().name),
+                                  plane=args["plane"] if "Z" in args["axes"] else None)
 
-    def add_results(self, image, frames, args: dict, prepared=None) -> None:
-        """Add or update the cell and occlusion layers of ``image`` for ``frames``
-        (``prepared``: their cell layer tuple, when the worker already built it)."""
-        if not frames:
-            return
+    def add_results(self, image, result, args: dict) -> None:
+        """Add or update the cell and occlusion layers of ``image`` for a
+        :class:`SegmentationResult` (or a list of FrameInstances)."""
         axes = args["axes"]
         stacked = "T" in axes
         plane = args["plane"] if "Z" in axes else None
-        if prepared is None:
-            prepared = cells_layer_tuple(frames, stack=stacked, name=cells_name(image.name), plane=plane)
-        data, kwargs, _ = prepared
+        if not isinstance(result, SegmentationResult):
+            result = SegmentationResult.from_frames(result, stack=stacked, name=cells_name(image.name), plane=plane)
+        if not len(result):
+            return
+        data, kwargs, _ = result.layer_tuple()
         kwargs["metadata"][META_KEY]["source_image"] = image.name
         kwargs["metadata"][META_KEY]["reviewed"] = []
-        self._update_cells(kwargs["name"], data, kwargs, {f.frame for f in frames}, stacked)
-        self._update_occlusion(image, frames, axes, plane)
+        self._update_cells(kwargs["name"], data, kwargs, set(result.frames), stacked)
+        self._update_occlusion(image, result, axes, plane)
 
     def _update_cells(self, name, data, kwargs, done: set[int], stacked: bool) -> None:
         layer = self.viewer.layers[name] if name in self.viewer.layers else None
@@ -352,20 +352,19 @@ class SegmentationWidget(QWidget):
                                                        "reviewed": [t for t in reviewed if t not in done]}}
         recolour(layer)
 
-    def _update_occlusion(self, image, frames, axes: str, plane) -> None:
-        maps, kwargs, _ = occlusion_layer_data(frames, name=occlusion_name(image.name))
+    def _update_occlusion(self, image, result: SegmentationResult, axes: str, plane) -> None:
+        kwargs = dict(OCCLUSION_STYLE, name=occlusion_name(image.name))
         if "T" not in axes:
-            full = maps if maps.ndim == 2 else maps[0]
+            full = result.occlusion[-1].astype(np.float32)
         else:
-            maps = maps if maps.ndim == 3 else maps[None]
-            h, w = maps.shape[-2:]
+            h, w = result.occlusion[0].shape
             n_t = image.data.shape[0]
             layer = self.viewer.layers[kwargs["name"]] if kwargs["name"] in self.viewer.layers else None
             old = None if layer is None else np.asarray(layer.data)
             old = None if old is None else old.reshape(old.shape[0], -1, *old.shape[-2:])[:, 0]
             full = old.copy() if old is not None and old.shape == (n_t, h, w) else np.zeros((n_t, h, w), np.float32)
-            for f, m in zip(frames, maps):
-                full[f.frame] = m
+            for t, m in zip(result.frames, result.occlusion):
+                full[t] = m
             if plane is not None:
                 full = full[:, None]
                 kwargs["translate"] = (0, plane, 0, 0)
