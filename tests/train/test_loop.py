@@ -83,3 +83,22 @@ def test_failing_run_leaves_earlier_checkpoints_intact(tmp_path):
 def test_shape_head_needs_a_shape_model(tmp_path):
     with pytest.raises(ValueError, match="shape model"):
         next(train_detector(tiny_config("vq_refine"), DATA, tmp_path, settings(1)))
+
+
+def test_heads_training_keeps_the_frozen_backbone_exactly(tmp_path):
+    """trainable='heads': the backbone's weights *and* batch-norm statistics stay those of
+    the initial model (updating the statistics on a few new frames shifted every feature),
+    while the heads do learn."""
+    from tiny import save_untrained
+
+    from napari_amodal.train.checkpoint import load_checkpoint
+
+    init = save_untrained(tmp_path / "init.safetensors", tiny_config("fcn"))
+    _, final = drain(train_detector(None, DATA, tmp_path / "run", settings(3, trainable="heads"), init=init))
+    before = load_checkpoint(init)[0]
+    after = load_checkpoint(final)[0]
+    body = [k for k in before if k.startswith("backbone.body.")]
+    assert any(k.endswith("running_mean") for k in body)
+    for k in body:
+        assert (before[k] == after[k]).all(), k
+    assert any(not (before[k] == after[k]).all() for k in before if k.startswith("roi_heads."))

@@ -67,6 +67,18 @@ class TrainEvent:
     extra: dict = field(default_factory=dict)
 
 
+def freeze_norms(module) -> None:
+    """Put every batch-norm layer of ``module`` in eval mode: its running mean and
+    variance stay those of the data it was trained on. Fine-tuning only the heads
+    on a few frames of a new style would otherwise re-estimate them from those
+    frames and shift the frozen backbone's features for every other image."""
+    import torch
+
+    for m in module.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
 def lr_at(it: int, s: TrainSettings) -> float:
     """Learning rate at iteration ``it`` (0-based): linear warm-up, then 10x drops."""
     lr = s.lr * (0.1 ** sum(it >= round(f * s.iterations) for f in s.steps))
@@ -251,6 +263,8 @@ def train_detector(
             for it in range(start, s.iterations):
                 t0 = time.time()
                 model.train()
+                if s.trainable == "heads":  # a frozen backbone keeps its normalisation statistics too
+                    freeze_norms(model.backbone.body)
                 images, targets = next(data)
                 images = [im.to(device, non_blocking=True) for im in images]
                 targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
