@@ -13,6 +13,7 @@ The paper reports 0.935 (FCN) vs 0.968 (VQ-VAE) overall.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -20,22 +21,28 @@ import numpy as np
 LEVELS = [(0.0, 0.1), (0.1, 0.2), (0.2, 0.3), (0.3, 0.4), (0.4, 0.5), (0.5, 0.7)]
 
 
-def make_pairs(n: int, seed: int = 0, size: int = 224):
-    """``n`` (image, back amodal mask, back box, back label, occluded share) samples."""
+def make_pairs(n: int, seed: int = 0, size: int = 224, max_tries: int = 2_000_000):
+    """``n`` (image, back amodal mask, back box, back label, occluded share) samples,
+    stratified: about ``n / len(LEVELS)`` per occlusion level (heavy occlusion is rare
+    among random pairs, so pairs are drawn until every level is full)."""
     from napari_amodal.data.shapes import render_shapes_image
 
     rng = np.random.default_rng(seed)
-    out = []
-    while len(out) < n:
+    per_level = -(-n // len(LEVELS))
+    bins: list[list] = [[] for _ in LEVELS]
+    for _ in range(max_tries):
+        if all(len(b) >= per_level for b in bins):
+            break
         image, inst = render_shapes_image(rng, size=size, max_shapes=2)
         if len(inst) != 2:
             continue
         back, vis = inst.masks[0], inst.visible[0]
         hidden = 1 - vis.sum() / max(back.sum(), 1)
-        if hidden >= LEVELS[-1][1] or back.sum() < 100:
+        level = next((k for k, (lo, hi) in enumerate(LEVELS) if lo <= hidden < hi), None)
+        if level is None or back.sum() < 100 or len(bins[level]) >= per_level:
             continue
-        out.append((image, back, inst.boxes[0], int(inst.labels[0]), float(hidden)))
-    return out
+        bins[level].append((image, back, inst.boxes[0], int(inst.labels[0]), float(hidden)))
+    return [p for b in bins for p in b]
 
 
 def main(argv=None) -> None:
@@ -43,6 +50,7 @@ def main(argv=None) -> None:
     ap.add_argument("--models", nargs="+", required=True, help="detector checkpoints trained on shapes")
     ap.add_argument("--pairs", type=int, default=300)
     ap.add_argument("--seed", type=int, default=4242)
+    ap.add_argument("--json", help="also write the IoUs per level to this file")
     args = ap.parse_args(argv)
 
     import torch
@@ -56,6 +64,7 @@ def main(argv=None) -> None:
     print(f"{len(pairs)} pairs, occluded share per level:", [sum(lo <= p[4] < hi for p in pairs) for lo, hi in LEVELS])
     header = "model".ljust(40) + "".join(f"{f'{lo:.0%}-{hi:.0%}':>9s}" for lo, hi in LEVELS) + "      all"
     print(header)
+    results = {}
     for path in args.models:
         model, config, _ = load_model(path, "cpu")
         ious = []
@@ -63,12 +72,18 @@ def main(argv=None) -> None:
             x = torch.from_numpy(image_to_float(image))
             prob = masks_for_boxes(model, x, torch.from_numpy(box[None]), torch.tensor([label]))[0].numpy()
             ious.append((hidden, mask_iou(back[None], (prob >= 0.5)[None])[0, 0]))
-        row = Path(path).parent.name.ljust(40)
+        name = Path(path).parent.name
+        row, per = name.ljust(40), {}
         for lo, hi in LEVELS:
             vals = [i for h, i in ious if lo <= h < hi]
+            per[f"{lo:.0%}-{hi:.0%}"] = float(np.mean(vals)) if vals else None
             row += f"{np.mean(vals):9.3f}" if vals else "      n/a"
-        row += f"{np.mean([i for _, i in ious]):9.3f}"
-        print(row)
+        overall = float(np.mean([i for _, i in ious]))
+        row += f"{overall:9.3f}"
+        print(row, flush=True)
+        results[name] = {"by_level": per, "all": overall, "pairs": len(ious)}
+    if args.json:
+        Path(args.json).write_text(json.dumps({"seed": args.seed, "results": results}, indent=2))
 
 
 if __name__ == "__main__":
