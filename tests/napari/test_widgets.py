@@ -276,3 +276,25 @@ def test_segment_job_builds_the_layers_frame_by_frame(model_file):
         assert m.dtype == np.float16
         np.testing.assert_allclose(m, f.occlusion_map(), atol=1e-3)
     assert not any(isinstance(v, np.ndarray) and v.dtype == bool for v in vars(result).values())
+
+
+def test_focal_stack_without_time_segments_the_chosen_plane(make_napari_viewer, qtbot, model_file, errors):
+    """A (Z, Y, X) focal stack: the chosen plane is segmented and the results are 2D
+    layers (shown on every plane), with the same cells as segmenting that plane alone."""
+    from napari_amodal._napari.layers import META_KEY
+    from napari_amodal.segment import Segmenter
+
+    viewer = make_napari_viewer()
+    stack = (np.random.default_rng(3).random((5, 48, 48)) * 255).astype(np.uint8)
+    viewer.add_image(stack, name="focal", metadata={META_KEY: {"axes": "ZYX"}})
+    w = _seg_widget(viewer, model_file, image="focal")
+    assert w.plane.isEnabled() and w.plane.value() == 2
+    w.plane.setValue(3)
+    _run(qtbot, w)
+    assert errors == []
+    cells = viewer.layers["focal amodal cells"]
+    want = Segmenter.load(model_file, "cpu", score_threshold=0.0)(stack[3])[0]
+    assert cells.ndim == 2 and len(want) > 0
+    assert sorted(cells.features["score"].round(4)) == sorted(np.round(want.scores, 4))
+    occ = viewer.layers["focal occlusion"].data
+    assert occ.shape == (48, 48)

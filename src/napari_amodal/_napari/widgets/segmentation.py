@@ -59,8 +59,7 @@ def segment_job(model: str, device: str, score_threshold: float, stack, holder: 
 
     if result is None:
         axes = kwargs.get("axes") or ""
-        result = SegmentationResult(stack="T" in axes, name="amodal cells",
-                                    plane=kwargs.get("plane") if "Z" in axes else None)
+        result = SegmentationResult(stack="T" in axes, name="amodal cells", plane=layer_plane(axes, kwargs.get("plane")))
     holder["result"] = result
     seg = Segmenter.load(model, device=device, score_threshold=score_threshold)
     holder["segmenter"] = seg
@@ -70,6 +69,13 @@ def segment_job(model: str, device: str, score_threshold: float, stack, holder: 
         result.add(inst)
         yield len(result), total
     return result
+
+
+def layer_plane(axes: str, plane: int | None) -> int | None:
+    """The Z coordinate the cell and occlusion layers carry: the focal plane for
+    (T, Z, Y, X) images; None otherwise. For a single (Z, Y, X) focal stack the
+    layers stay 2D, so napari shows the outlines of the chosen plane on every plane."""
+    return plane if "Z" in axes and "T" in axes else None
 
 
 def explain_error(error: BaseException, device: str = "") -> str:
@@ -312,14 +318,14 @@ class SegmentationWidget(QWidget):
     def _new_result(self, args: dict) -> SegmentationResult:
         """An empty result for the run's image (filled in the worker)."""
         return SegmentationResult(stack="T" in args["axes"], name=cells_name(self._layer().name),
-                                  plane=args["plane"] if "Z" in args["axes"] else None)
+                                  plane=layer_plane(args["axes"], args["plane"]))
 
     def add_results(self, image, result, args: dict) -> None:
         """Add or update the cell and occlusion layers of ``image`` for a
         :class:`SegmentationResult` (or a list of FrameInstances)."""
         axes = args["axes"]
         stacked = "T" in axes
-        plane = args["plane"] if "Z" in axes else None
+        plane = layer_plane(axes, args["plane"])
         if not isinstance(result, SegmentationResult):
             result = SegmentationResult.from_frames(result, stack=stacked, name=cells_name(image.name), plane=plane)
         if not len(result):
