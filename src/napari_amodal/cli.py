@@ -176,7 +176,8 @@ def cmd_finetune(args) -> int:
     gen = finetune(
         args.init, args.data, args.out, iterations=args.iterations, lr=args.lr, train=args.train,
         device=args.device, val_fraction=args.val_fraction, replay=args.replay,
-        replay_fraction=args.replay_fraction, seed=args.seed, name=args.name, batch_size=args.batch_size,
+        replay_fraction=args.replay_fraction, synthetic_replay=args.replay_synthetic, seed=args.seed, name=args.name,
+        batch_size=args.batch_size,
         overwrite=args.force, resume=args.resume,
         val_every=args.val_every,
     )
@@ -188,6 +189,8 @@ def cmd_finetune(args) -> int:
             stage = ev.extra.get("stage")
             if stage == "baseline":
                 before = ev.validation
+            elif stage == "replay":
+                print(f"rendering {ev.extra['frames']} synthetic frames to replay...", file=sys.stderr)
             elif stage == "shape":
                 print(f"shape model refitted: held-out reconstruction IoU {ev.extra['report']['val_iou']:.4f}",
                       file=sys.stderr)
@@ -347,7 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--val-fraction", type=float, default=0.2, help="frames held out for validation (default 0.2)")
     ft.add_argument("--val-every", type=int, default=0, help="validate every N iterations (0: at the end)")
     ft.add_argument("--replay", type=Path, nargs="*", help="COCO-amodal files (e.g. synthetic) mixed in against forgetting")
-    ft.add_argument("--replay-fraction", type=float, default=0.25, help="chance a sample comes from --replay (default 0.25)")
+    ft.add_argument("--replay-synthetic", type=int, default=0, metavar="N",
+                    help="render N synthetic embryo frames (the bundled model's training kind) and replay them")
+    ft.add_argument("--replay-fraction", type=float, default=0.25,
+                    help="chance a training sample is a replayed one (default 0.25)")
     ft.add_argument("--name", help="also save as NAME in the user model folder (then: --model NAME, napari model list)")
     ft.add_argument("--force", action="store_true", help="replace an existing model called NAME")
     ft.add_argument("--resume", action="store_true", help="continue a stopped run in OUT (otherwise OUT must hold no earlier run)")

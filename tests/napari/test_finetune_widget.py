@@ -1,5 +1,7 @@
 """The Fine-tune widget through a real viewer (Xvfb), with a tiny untrained model and a few iterations."""
 
+import json
+
 import pytest
 import tifffile
 from tiny import save_untrained
@@ -41,8 +43,9 @@ def viewer(make_napari_viewer):
     return v
 
 
-def _widget(viewer, tmp_path, iterations=2, name="wtuned"):
+def _widget(viewer, tmp_path, iterations=2, name="wtuned", replay=0):
     w = FinetuneWidget(viewer)
+    w.replay.setValue(replay)
     w.init.setCurrentText(str(save_untrained(tmp_path / "init" / "tiny.safetensors")))
     w.iterations.setValue(iterations)
     w.lr.setValue(0.002)
@@ -54,7 +57,7 @@ def _widget(viewer, tmp_path, iterations=2, name="wtuned"):
 
 def test_finetune_from_the_cell_layer_offers_the_model(viewer, qtbot, tmp_path, errors):
     seg = SegmentationWidget(viewer)
-    w = _widget(viewer, tmp_path)
+    w = _widget(viewer, tmp_path, replay=2)
     assert w.cells.currentText() == cells_name(IMAGE) and w.image.currentText() == IMAGE
     w.run_button.click()
     qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
@@ -64,6 +67,8 @@ def test_finetune_from_the_cell_layer_offers_the_model(viewer, qtbot, tmp_path, 
     assert "wtuned" in list_models()
     assert seg.model.currentText() == "wtuned"
     assert "wtuned" in [seg.model.itemText(i) for i in range(seg.model.count())]
+    summary = json.loads((tmp_path / "run" / "finetune.json").read_text())
+    assert len(summary["replay"]) == 1 and summary["replay_fraction"] == w.replay_share.value() > 0
 
 
 def test_stop_keeps_the_last_checkpoint(viewer, qtbot, tmp_path, errors):

@@ -1,6 +1,7 @@
 """Fine-tuning on proofread frames (tiny model, a few iterations): data, result, stop, failure, CLI."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,3 +136,30 @@ def test_cli_finetune(tmp_path, init, home, capsys):
     rc = main(["finetune", "--init", str(init), "--data", str(tmp_path / "nothing.json"), "--out",
                str(tmp_path / "run2")])
     assert rc == 2 and "nothing.json" in capsys.readouterr().err
+
+
+def test_synthetic_replay_is_rendered_once_and_trained_on(tmp_path, init, monkeypatch):
+    from napari_amodal.data import dataset as ds_mod
+    from napari_amodal.train.finetune import synthetic_replay_data
+
+    seen = []
+    original = ds_mod.AmodalDataset.__getitem__
+
+    def spy(self, index):
+        seen.append(str(self.items[index][1].file_name))
+        return original(self, index)
+
+    monkeypatch.setattr(ds_mod.AmodalDataset, "__getitem__", spy)
+    events, final = drain(finetune(init, [COCO], tmp_path / "run", **{**FAST, "iterations": 3, "val_fraction": 0.0},
+                                   synthetic_replay=3, replay_fraction=1.0, validate_before=False))
+    assert events[0].extra["stage"] == "replay" and events[0].extra["frames"] == 3
+    summary = json.loads((tmp_path / "run" / "finetune.json").read_text())
+    (replay,) = summary["replay"]
+    frames, _ = read_amodal(replay)
+    assert len(frames) == 3 and all(len(f) >= 2 for f in frames)
+    # replay share 1: every training sample came from the synthetic frames
+    assert seen and all("embryo_" in name for name in seen)
+    mtime = (tmp_path / "run" / "data" / "synthetic").stat().st_mtime_ns
+    assert synthetic_replay_data(tmp_path / "run" / "data" / "synthetic", 3) == Path(replay)
+    assert (tmp_path / "run" / "data" / "synthetic").stat().st_mtime_ns == mtime  # reused, not re-rendered
+    Segmenter.load(final, device="cpu")

@@ -19,7 +19,8 @@ With ``name``, the result is also copied to ``user_model_dir()/NAME.safetensors`
 
 Events are :class:`~napari_amodal.train.loop.TrainEvent`; ``event.extra["stage"]``
 is ``"baseline"`` (validation of the initial model, ``iteration == 0``),
-``"shape"`` (the refitted shape model's report) or ``"train"``.
+``"replay"`` (synthetic replay frames are being rendered), ``"shape"`` (the
+refitted shape model's report) or ``"train"``.
 """
 
 from __future__ import annotations
@@ -238,6 +239,35 @@ def swap_shape_model(init_path, shape_model, out) -> Path:
 # the routine
 
 
+SYNTHETIC_REPLAY_SEED = 5000  # never used by the bundled recipe (1000-3000) or the benchmarks (7000+, 9000)
+SYNTHETIC_FRAMES_PER_SEQUENCE = 10
+
+
+def synthetic_replay_data(folder, n_frames: int, seed: int = SYNTHETIC_REPLAY_SEED, progress=None) -> Path:
+    """Render ``n_frames`` synthetic embryo frames (2 to 8 cells, the bundled model's
+    randomised appearance) into ``folder`` as replay data; returns the COCO-amodal JSON.
+
+    Rendered once: a folder that already holds a replay set of that size and seed
+    is reused. ``progress(done, total)`` is called per rendered sequence.
+    """
+    from ..data.coco import read_coco, write_coco
+    from ..data.embryo import EMBRYO_CATEGORIES, write_embryo_dataset
+
+    folder = Path(folder)
+    path = folder / f"synthetic_{n_frames}_{seed}.json"
+    if path.exists():
+        return path
+    n_seq = -(-n_frames // SYNTHETIC_FRAMES_PER_SEQUENCE)
+    full = write_embryo_dataset(folder, n_seq, n_frames=SYNTHETIC_FRAMES_PER_SEQUENCE, seed=seed, start_cells=2,
+                                json_name=f".all_{n_frames}_{seed}.json", progress=progress)
+    frames = read_coco(full)[:n_frames]
+    for f in frames:
+        f.file_name = str((folder / f.file_name).resolve())
+    write_coco(path, frames, EMBRYO_CATEGORIES, predictions=False)
+    full.unlink()
+    return path
+
+
 def finetune(
     init="bundled",
     data: Sequence = (),
@@ -250,6 +280,7 @@ def finetune(
     val_fraction: float = 0.2,
     replay: Sequence | None = None,
     replay_fraction: float = 0.25,
+    synthetic_replay: int = 0,
     seed: int = 0,
     name: str | None = None,
     batch_size: int = 2,
@@ -270,6 +301,8 @@ def finetune(
         val_fraction: share of the frames held out for validation (AP before/after).
         replay / replay_fraction: COCO-amodal files (e.g. synthetic data) mixed in with
             this probability per sample, against forgetting.
+        synthetic_replay: also render this many synthetic embryo frames (the kind the
+            bundled model was trained on) into ``out_dir/data/synthetic`` and replay them.
         name: also save the result as ``user_model_dir()/NAME.safetensors``.
         val_every: validate every N iterations (0: at the end only); the best model wins.
         resume: continue from ``out_dir/last.safetensors`` of an earlier (stopped) run.
@@ -299,6 +332,9 @@ def finetune(
         raise FinetuneError("out_dir is needed (checkpoints and the log go there)")
     if iterations < 1 or lr <= 0:
         raise FinetuneError(f"need iterations >= 1 and lr > 0 (got {iterations}, {lr})")
+    if synthetic_replay < 0 or not 0.0 <= replay_fraction <= 1.0:
+        raise FinetuneError(f"need synthetic_replay >= 0 and 0 <= replay_fraction <= 1 "
+                            f"(got {synthetic_replay}, {replay_fraction})")
     if name is not None:
         check_name(name)
         from ..models import user_model_dir
@@ -323,10 +359,16 @@ def finetune(
         raise FinetuneError("refit_vqvae: the model's fcn mask head has no shape model; train heads or all")
     device = pick_device(device)
     prepared = prepare_data(data, out / "data", val_fraction, seed)
+    replay = list(replay or [])
+    if synthetic_replay:
+        yield TrainEvent(0, iterations, {}, 0.0, 0.0, extra={"stage": "replay", "frames": synthetic_replay})
+        replay.append(synthetic_replay_data(out / "data" / "synthetic", synthetic_replay))
     log.info("fine-tuning %s on %d frames (%d held out)", init_path, prepared.n_train, prepared.n_val)
     val_sources = [prepared.val] if prepared.val else None
     summary = {"init": str(init_path), "data": [str(d) for d in data], "train": train, "iterations": iterations,
-               "lr": lr, "n_train": prepared.n_train, "n_val": prepared.n_val, "before": None, "after": None}
+               "lr": lr, "n_train": prepared.n_train, "n_val": prepared.n_val,
+               "replay": [str(r) for r in replay], "replay_fraction": replay_fraction if replay else 0.0,
+               "before": None, "after": None}
 
     if validate_before and val_sources:
         model, _, _ = load_model(init_path, device)

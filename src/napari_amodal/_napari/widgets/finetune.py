@@ -54,6 +54,10 @@ NO_LAYER = "(none)"
 TRAIN_LABELS = {"heads": "heads (backbone frozen)", "all": "all layers", "refit_vqvae": "refit shape VQ-VAE + heads"}
 
 
+REPLAY_FRAMES = 40  # synthetic frames replayed against forgetting (see docs/benchmarks.md, domain shift)
+REPLAY_SHARE = 0.5
+
+
 def finetune_job(*, out_dir, holder: dict, layer=None, data=(), name=None, **kwargs):
     """Generator (no Qt): fine-tune and yield :class:`TrainEvent` s; returns
     ``{"path", "stopped", "name"}``.
@@ -191,6 +195,16 @@ class FinetuneWidget(QWidget):
         self.lr.setRange(1e-5, 1.0)
         self.lr.setSingleStep(0.001)
         self.lr.setValue(0.005)
+        self.replay = QSpinBox()
+        self.replay.setRange(0, 2000)
+        self.replay.setValue(REPLAY_FRAMES)
+        self.replay.setToolTip("synthetic embryo frames (the kind the bundled model was trained on) rendered once "
+                               "and mixed in, so the model does not forget them; 0: none")
+        self.replay_share = QDoubleSpinBox()
+        self.replay_share.setRange(0.0, 0.9)
+        self.replay_share.setSingleStep(0.05)
+        self.replay_share.setValue(REPLAY_SHARE)
+        self.replay_share.setToolTip("chance that a training sample is a replayed synthetic frame")
         self.train = QComboBox()
         for key, label in TRAIN_LABELS.items():
             self.train.addItem(label, key)
@@ -223,6 +237,8 @@ class FinetuneWidget(QWidget):
         form.addRow("Iterations", self.iterations)
         form.addRow("Learning rate", self.lr)
         form.addRow("Train", self.train)
+        form.addRow("Replay synthetic frames", self.replay)
+        form.addRow("Replay share", self.replay_share)
         form.addRow("Device", self.device)
         form.addRow("Save as", self.name)
         form.addRow("Output folder", self.out_dir)
@@ -339,6 +355,8 @@ class FinetuneWidget(QWidget):
             "init": init, "layer": layer, "data": files, "out_dir": out_dir, "name": name,
             "iterations": iterations, "lr": float(self.lr.value()), "train": self.train.currentData(),
             "device": self.device.currentText() or "auto", "val_every": max(1, iterations // 10),
+            "synthetic_replay": int(self.replay.value()),
+            "replay_fraction": float(self.replay_share.value()) if self.replay.value() else 0.0,
         }
 
     # -- running -------------------------------------------------------------
@@ -372,6 +390,9 @@ class FinetuneWidget(QWidget):
         if stage == "baseline":
             self.plot.add("AP", 0, (ev.validation or {}).get("AP"))
             self.status.setText(f"validation AP before: {_ap(ev.validation)}")
+            return
+        if stage == "replay":
+            self.status.setText(f"rendering {ev.extra['frames']} synthetic frames to replay...")
             return
         if stage == "shape":
             self.status.setText(f"shape model refitted (IoU {ev.extra['report']['val_iou']:.3f}); training...")
