@@ -87,17 +87,20 @@ def evaluate(model, stacks, gts, device) -> dict:
 
 
 def main(argv=None) -> dict:
+    from napari_amodal.train.finetune import DEFAULTS as FT  # the widget's and CLI's defaults
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="bundled", help="model to fine-tune (name or .safetensors path)")
     ap.add_argument("--minutes", type=float, default=10.0, help="fine-tuning time limit (default 10)")
-    ap.add_argument("--iterations", type=int, default=400, help="fine-tuning iterations, if time allows (default 400)")
-    ap.add_argument("--lr", type=float, default=0.005)
-    ap.add_argument("--train", choices=["heads", "all", "refit_vqvae"], default="heads")
+    ap.add_argument("--iterations", type=int, default=FT["iterations"], help="fine-tuning iterations, if time allows")
+    ap.add_argument("--lr", type=float, default=FT["lr"])
+    ap.add_argument("--train", choices=["heads", "all", "refit_vqvae"], default=FT["train"])
     ap.add_argument("--train-frames", type=int, default=20, help="corrected shifted frames (default 20)")
     ap.add_argument("--test-sequences", type=int, default=3, help="held-out sequences per style (default 3)")
     ap.add_argument("--frames", type=int, default=10, help="frames per sequence (default 10)")
-    ap.add_argument("--replay-frames", type=int, default=20, help="original-style frames replayed (0: none)")
-    ap.add_argument("--replay-fraction", type=float, default=0.3)
+    ap.add_argument("--replay-frames", type=int, default=FT["synthetic_replay"],
+                    help="synthetic original-style frames replayed (0: none)")
+    ap.add_argument("--replay-fraction", type=float, default=FT["replay_fraction"])
     ap.add_argument("--size", type=int, default=500, help="frame side in pixels (default 500)")
     ap.add_argument("--seed", type=int, default=7000, help="render seeds (never used in training)")
     ap.add_argument("--device", default="auto")
@@ -123,11 +126,6 @@ def main(argv=None) -> dict:
         write_coco(train_json, train_gt[: args.train_frames], [{"id": 1, "name": "blastomere"}], predictions=False)
     _, shift_stacks, shift_gt = render_set(data, "shift_test", args.seed + 1, args.test_sequences, per, args.size, True)
     _, orig_stacks, orig_gt = render_set(data, "orig_test", args.seed + 2, args.test_sequences, per, args.size, False)
-    replay = None
-    if args.replay_frames:
-        replay_json, _, _ = render_set(data, "orig_replay", args.seed + 3, -(-args.replay_frames // per), per,
-                                       args.size, False)
-        replay = [replay_json]
 
     t0 = time.time()
     before = {"shifted": evaluate(args.model, shift_stacks, shift_gt, device),
@@ -136,14 +134,15 @@ def main(argv=None) -> dict:
 
     t1 = time.time()
     gen = finetune(args.model, [train_json], out / "run", iterations=args.iterations, lr=args.lr, train=args.train,
-                   device=device, val_fraction=0.0, replay=replay, replay_fraction=args.replay_fraction,
+                   device=device, val_fraction=0.0, synthetic_replay=args.replay_frames,
+                   replay_fraction=args.replay_fraction,
                    seed=args.seed, validate_before=False)
     done, model, stopped = 0, None, False
     try:
         while True:
             ev = next(gen)
             done = ev.iteration
-            if done % 10 == 0:
+            if ev.extra.get("stage") == "train" and done % 10 == 0:
                 print(f"  iteration {done}/{ev.total}: loss {ev.losses.get('loss', float('nan')):.3f} "
                       f"({time.time() - t1:.0f} s)", flush=True)
             if time.time() - t1 > args.minutes * 60:

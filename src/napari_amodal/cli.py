@@ -250,6 +250,8 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .train.finetune import DEFAULTS as FT  # plain data (no torch import)
+
     from . import __version__
 
     p = argparse.ArgumentParser(
@@ -342,18 +344,20 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--data", type=Path, nargs="+", required=True,
                     help="annotation project files (their reviewed frames) and/or COCO-amodal JSON files")
     ft.add_argument("--out", type=Path, required=True, help="output folder (data/, checkpoints, log.jsonl, finetune.json)")
-    ft.add_argument("--iterations", type=int, default=300)
-    ft.add_argument("--lr", type=float, default=0.005)
-    ft.add_argument("--train", choices=["heads", "all", "refit_vqvae"], default="heads",
-                    help="heads: freeze the backbone; all; refit_vqvae: retrain the shape VQ-VAE first (default heads)")
+    ft.add_argument("--iterations", type=int, default=FT["iterations"])
+    ft.add_argument("--lr", type=float, default=FT["lr"])
+    ft.add_argument("--train", choices=["heads", "all", "refit_vqvae"], default=FT["train"],
+                    help="heads: freeze the backbone; all; refit_vqvae: retrain the shape VQ-VAE first "
+                         f"(default {FT['train']})")
     ft.add_argument("--batch-size", type=int, default=2)
     ft.add_argument("--val-fraction", type=float, default=0.2, help="frames held out for validation (default 0.2)")
     ft.add_argument("--val-every", type=int, default=0, help="validate every N iterations (0: at the end)")
     ft.add_argument("--replay", type=Path, nargs="*", help="COCO-amodal files (e.g. synthetic) mixed in against forgetting")
-    ft.add_argument("--replay-synthetic", type=int, default=0, metavar="N",
-                    help="render N synthetic embryo frames (the bundled model's training kind) and replay them")
-    ft.add_argument("--replay-fraction", type=float, default=0.25,
-                    help="chance a training sample is a replayed one (default 0.25)")
+    ft.add_argument("--replay-synthetic", type=int, default=FT["synthetic_replay"], metavar="N",
+                    help="render N synthetic embryo frames (the bundled model's training kind) and replay them "
+                         f"against forgetting (default {FT['synthetic_replay']}; 0: none)")
+    ft.add_argument("--replay-fraction", type=float, default=FT["replay_fraction"],
+                    help=f"chance a training sample is a replayed one (default {FT['replay_fraction']})")
     ft.add_argument("--name", help="also save as NAME in the user model folder (then: --model NAME, napari model list)")
     ft.add_argument("--force", action="store_true", help="replace an existing model called NAME")
     ft.add_argument("--resume", action="store_true", help="continue a stopped run in OUT (otherwise OUT must hold no earlier run)")

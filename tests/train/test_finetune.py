@@ -128,11 +128,13 @@ def test_cli_finetune(tmp_path, init, home, capsys):
 
     project = make_project(tmp_path, reviewed=(2, 7, 11, 15, 19))
     rc = main(["-q", "finetune", "--init", str(init), "--data", str(project), "--out", str(tmp_path / "run"),
-               "--iterations", "2", "--lr", "0.002", "--device", "cpu", "--name", "cli-model"])
+               "--iterations", "2", "--lr", "0.002", "--device", "cpu", "--name", "cli-model",
+               "--replay-synthetic", "2"])
     out = capsys.readouterr().out
     assert rc == 0
     assert "validation AP before" in out and "after" in out
     assert "cli-model.safetensors" in out and "cli-model" in list_models()
+    assert len(json.loads((tmp_path / "run" / "finetune.json").read_text())["replay"]) == 1
     rc = main(["finetune", "--init", str(init), "--data", str(tmp_path / "nothing.json"), "--out",
                str(tmp_path / "run2")])
     assert rc == 2 and "nothing.json" in capsys.readouterr().err

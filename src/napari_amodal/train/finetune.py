@@ -39,6 +39,9 @@ from .loop import TrainEvent
 log = logging.getLogger(__name__)
 
 TRAIN_CHOICES = ("heads", "all", "refit_vqvae")
+# Defaults of the widget, the CLI and the domain-shift benchmark: the best trade-off
+# measured there (docs/benchmarks.md, "Domain shift and fine-tuning", run 4).
+DEFAULTS = {"iterations": 250, "lr": 0.002, "train": "all", "synthetic_replay": 40, "replay_fraction": 0.5}
 SHAPE_PREFIX = "roi_heads.mask_branch.shape_model."
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -273,13 +276,13 @@ def finetune(
     data: Sequence = (),
     out_dir=None,
     *,
-    iterations: int = 300,
-    lr: float = 0.005,
-    train: str = "heads",
+    iterations: int = DEFAULTS["iterations"],
+    lr: float = DEFAULTS["lr"],
+    train: str = DEFAULTS["train"],
     device: str = "auto",
     val_fraction: float = 0.2,
     replay: Sequence | None = None,
-    replay_fraction: float = 0.25,
+    replay_fraction: float = DEFAULTS["replay_fraction"],
     synthetic_replay: int = 0,
     seed: int = 0,
     name: str | None = None,

@@ -37,6 +37,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ...train.finetune import DEFAULTS
 from ..layers import META_KEY
 from ._common import (
     cells_name,
@@ -52,10 +53,6 @@ from ._common import (
 
 NO_LAYER = "(none)"
 TRAIN_LABELS = {"heads": "heads (backbone frozen)", "all": "all layers", "refit_vqvae": "refit shape VQ-VAE + heads"}
-
-
-REPLAY_FRAMES = 40  # synthetic frames replayed against forgetting (see docs/benchmarks.md, domain shift)
-REPLAY_SHARE = 0.5
 
 
 def finetune_job(*, out_dir, holder: dict, layer=None, data=(), name=None, **kwargs):
@@ -189,25 +186,26 @@ class FinetuneWidget(QWidget):
         self.init.setToolTip("model to start from: a name or a .safetensors path")
         self.iterations = QSpinBox()
         self.iterations.setRange(1, 100_000)
-        self.iterations.setValue(300)
+        self.iterations.setValue(DEFAULTS["iterations"])
         self.lr = QDoubleSpinBox()
         self.lr.setDecimals(5)
         self.lr.setRange(1e-5, 1.0)
         self.lr.setSingleStep(0.001)
-        self.lr.setValue(0.005)
+        self.lr.setValue(DEFAULTS["lr"])
         self.replay = QSpinBox()
         self.replay.setRange(0, 2000)
-        self.replay.setValue(REPLAY_FRAMES)
+        self.replay.setValue(DEFAULTS["synthetic_replay"])
         self.replay.setToolTip("synthetic embryo frames (the kind the bundled model was trained on) rendered once "
                                "and mixed in, so the model does not forget them; 0: none")
         self.replay_share = QDoubleSpinBox()
         self.replay_share.setRange(0.0, 0.9)
         self.replay_share.setSingleStep(0.05)
-        self.replay_share.setValue(REPLAY_SHARE)
+        self.replay_share.setValue(DEFAULTS["replay_fraction"])
         self.replay_share.setToolTip("chance that a training sample is a replayed synthetic frame")
         self.train = QComboBox()
         for key, label in TRAIN_LABELS.items():
             self.train.addItem(label, key)
+        self.train.setCurrentIndex(list(TRAIN_LABELS).index(DEFAULTS["train"]))
         self.device = QComboBox()
         self.name = QLineEdit("finetuned")
         self.name.setToolTip("saved as this model name (found in the segmentation widget's model list)")
