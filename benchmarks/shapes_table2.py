@@ -114,11 +114,14 @@ def main(argv=None) -> None:
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
     print(f"\nTable II protocol, {args.iterations} iterations x batch {args.batch_size}, seed {args.seed}, "
           f"{args.n_train} train / {args.n_test} test images, device {device} ({platform.machine()})")
-    print(f"{'variant':22s} {'AP':>6s} {'AP50':>6s} {'AP75':>6s}   paper AP")
     paper = {"fcn": 0.809, "vae": 0.849, "vq_refine": 0.865}
-    for name, r in sorted(results.items(), key=lambda kv: [v[0] for v in VARIANTS].index(kv[0])):
+    order = [v[0] for v in VARIANTS]
+    print(f"{'variant':22s} {'AP':>6s} {'AP50':>6s} {'AP75':>6s}   paper AP   (budget of each row)")
+    for name in [n for n in order if n in results]:
+        r = results[name]
         ref = f"{paper[name]:.3f}" if name in paper else "  -"
-        print(f"{name:22s} {r['AP']:6.3f} {r['AP50']:6.3f} {r['AP75']:6.3f}   {ref}")
+        print(f"{name:22s} {r['AP']:6.3f} {r['AP50']:6.3f} {r['AP75']:6.3f}   {ref}      "
+              f"{r.get('iterations', '?')} it x batch {r.get('batch_size', '?')}")
 
 
 if __name__ == "__main__":

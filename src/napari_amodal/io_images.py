@@ -20,7 +20,9 @@ def read_stack(path) -> tuple[np.ndarray, str]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such image file")
-    if path.suffix.lower() not in TIFF_SUFFIXES:
+    if not is_tiff(path):
+        if path.suffix.lower() in (".tif", ".tiff"):
+            raise ValueError(f"{path}: not a readable TIFF (no TIFF header)")
         return _read_plain_image(path)
     try:
         with tifffile.TiffFile(path) as tif:
@@ -38,7 +40,13 @@ def read_stack(path) -> tuple[np.ndarray, str]:
     return data, axes
 
 
-TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
+
+
+def is_tiff(path) -> bool:
+    """Whether a file is TIFF-based (.tif, .lsm, .stk, OME-TIFF...), by its first bytes."""
+    with open(path, "rb") as fh:
+        return fh.read(4) in TIFF_MAGIC
 
 
 def _read_plain_image(path: Path) -> tuple[np.ndarray, str]:

@@ -64,3 +64,20 @@ def test_hand_drawn_shapes_get_new_ids_and_ellipses_rasterise():
     area = f.masks[2].sum()
     assert abs(area - np.pi * 10 * 12) < 0.08 * np.pi * 10 * 12
     assert f.masks[2][20, 72] and not f.masks[2][11, 61]
+
+
+def test_frames_without_cells_keep_integer_features():
+    """A frame with no cells must not turn the id / frame / area columns into floats."""
+    from napari_amodal._napari.widgets._common import SegmentationResult
+    from napari_amodal.instances import FrameInstances
+
+    masks = np.zeros((1, 20, 20), bool)
+    masks[0, 5:12, 4:15] = True
+    full = FrameInstances.from_masks(masks, frame=1, track_ids=np.array([7]))
+    empty = FrameInstances.empty((20, 20), frame=0)
+    result = SegmentationResult.from_frames([empty, full], stack=True, name="cells")
+    _, kwargs, _ = result.layer_tuple()
+    for key in ("cell_id", "area", "frame", "label", "parent_id"):
+        assert kwargs["features"][key].dtype == np.int64, key
+    assert kwargs["features"]["cell_id"].tolist() == [7] and kwargs["features"]["frame"].tolist() == [1]
+    assert result.frames == [0, 1] and result.n_cells == 1

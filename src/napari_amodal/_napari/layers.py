@@ -27,6 +27,8 @@ from ..overlay import track_colour
 META_KEY = "napari_amodal"
 CELL_LAYER_KIND = "amodal_cells"
 FEATURES = ("cell_id", "score", "area", "frame", "label", "parent_id")
+FEATURE_DTYPES = {"cell_id": np.int64, "score": np.float64, "area": np.int64, "frame": np.int64, "label": np.int64,
+                  "parent_id": np.int64}
 
 
 def cell_layer_data(
@@ -80,7 +82,7 @@ def cell_layer_data(
     kwargs: dict[str, Any] = {
         "name": name,
         "shape_type": "polygon",
-        "features": {k: np.asarray(v) for k, v in feats.items()},
+        "features": {k: np.asarray(v, FEATURE_DTYPES[k]) for k, v in feats.items()},
         # a shape drawn by hand must not inherit the last row's cell id (napari's default)
         "feature_defaults": {"cell_id": -1, "score": 1.0, "area": 0, "frame": 0, "label": 1, "parent_id": -1},
         "edge_color": np.array(edge, np.float32).reshape(-1, 4),

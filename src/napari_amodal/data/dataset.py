@@ -154,14 +154,16 @@ class AmodalDataset:
 
         base, f = self.items[index]
         path = (base / f.file_name).resolve()
-        if path not in self._stacks:
+        if path in self._stacks:
+            data, axes = self._stacks[path]
+        else:
             if not path.exists():
                 raise FileNotFoundError(f"image {path} named by the annotations does not exist")
             data, axes = read_stack(path)
             if not axes.startswith("T"):
                 data, axes = data[None], "T" + axes
-            self._stacks[path] = (data, axes)
-        data, axes = self._stacks[path]
+            if len(data) > 1:  # stacks are kept; single images (e.g. 5,000 PNG frames) are read each time
+                self._stacks[path] = (data, axes)
         if f.frame >= len(data):
             raise ValueError(f"{path} has {len(data)} frames; the annotations ask for frame {f.frame}")
         frame = data[f.frame]

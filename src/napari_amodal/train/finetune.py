@@ -250,19 +250,19 @@ def synthetic_replay_data(folder, n_frames: int, seed: int = SYNTHETIC_REPLAY_SE
     """Render ``n_frames`` synthetic embryo frames (2 to 8 cells, the bundled model's
     randomised appearance) into ``folder`` as replay data; returns the COCO-amodal JSON.
 
-    Rendered once: a folder that already holds a replay set of that size and seed
-    is reused. ``progress(done, total)`` is called per rendered sequence.
+    Rendered once per folder (into ``folder/seed<seed>``): a replay set of that size
+    and seed already there is reused. ``progress(done, total)`` is called per rendered sequence.
     """
     from ..data.coco import read_coco, write_coco
     from ..data.embryo import EMBRYO_CATEGORIES, write_embryo_dataset
 
-    folder = Path(folder)
-    path = folder / f"synthetic_{n_frames}_{seed}.json"
+    folder = Path(folder) / f"seed{seed}"  # image names do not carry the seed: one folder per seed
+    path = folder / f"synthetic_{n_frames}.json"
     if path.exists():
         return path
     n_seq = -(-n_frames // SYNTHETIC_FRAMES_PER_SEQUENCE)
     full = write_embryo_dataset(folder, n_seq, n_frames=SYNTHETIC_FRAMES_PER_SEQUENCE, seed=seed, start_cells=2,
-                                json_name=f".all_{n_frames}_{seed}.json", progress=progress)
+                                json_name=f".all_{n_frames}.json", progress=progress)
     frames = read_coco(full)[:n_frames]
     for f in frames:
         f.file_name = str((folder / f.file_name).resolve())

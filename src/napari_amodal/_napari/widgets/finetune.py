@@ -193,10 +193,11 @@ class FinetuneWidget(QWidget):
         self.lr.setSingleStep(0.001)
         self.lr.setValue(DEFAULTS["lr"])
         self.replay = QSpinBox()
-        self.replay.setRange(0, 2000)
+        self.replay.setRange(0, 400)
         self.replay.setValue(DEFAULTS["synthetic_replay"])
-        self.replay.setToolTip("synthetic embryo frames (the kind the bundled model was trained on) rendered once "
-                               "and mixed in, so the model does not forget them; 0: none")
+        self.replay.setToolTip("synthetic embryo frames (the kind the bundled model was trained on), rendered at the "
+                               "start of the run (about 0.3 s each) and mixed in so the model does not forget them; "
+                               "0: none")
         self.replay_share = QDoubleSpinBox()
         self.replay_share.setRange(0.0, 0.9)
         self.replay_share.setSingleStep(0.05)
@@ -427,7 +428,7 @@ class FinetuneWidget(QWidget):
             seg.image.setCurrentText(self._run["image"])
             # the reviewed frames are the user's corrections: never overwrite them
             image = self.viewer.layers[self._run["image"]]
-            n_frames = image.data.shape[0] if image.data.ndim >= 3 and not image.rgb else 1
+            n_frames = image.data.shape[0] if "T" in image_axes(image) else 1
             cells = cells_name(self._run["image"])
             reviewed = set()
             if cells in self.viewer.layers:

@@ -58,7 +58,9 @@ def segment_job(model: str, device: str, score_threshold: float, stack, holder: 
     from ...segment import Segmenter, frames_view
 
     if result is None:
-        axes = kwargs.get("axes") or ""
+        from ...io_images import guess_axes
+
+        axes = kwargs.get("axes") or guess_axes(np.shape(stack))
         result = SegmentationResult(stack="T" in axes, name="amodal cells", plane=layer_plane(axes, kwargs.get("plane")))
     holder["result"] = result
     seg = Segmenter.load(model, device=device, score_threshold=score_threshold)
