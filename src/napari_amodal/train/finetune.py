@@ -263,10 +263,8 @@ def synthetic_replay_data(folder, n_frames: int, seed: int = SYNTHETIC_REPLAY_SE
     n_seq = -(-n_frames // SYNTHETIC_FRAMES_PER_SEQUENCE)
     full = write_embryo_dataset(folder, n_seq, n_frames=SYNTHETIC_FRAMES_PER_SEQUENCE, seed=seed, start_cells=2,
                                 json_name=f".all_{n_frames}.json", progress=progress)
-    frames = read_coco(full)[:n_frames]
-    for f in frames:
-        f.file_name = str((folder / f.file_name).resolve())
-    write_coco(path, frames, EMBRYO_CATEGORIES, predictions=False)
+    # keep exactly n_frames; file names stay relative to the folder both JSONs are in
+    write_coco(path, read_coco(full)[:n_frames], EMBRYO_CATEGORIES, predictions=False)
     full.unlink()
     return path
 

@@ -64,7 +64,6 @@ def segment_job(model: str, device: str, score_threshold: float, stack, holder: 
         result = SegmentationResult(stack="T" in axes, name="amodal cells", plane=layer_plane(axes, kwargs.get("plane")))
     holder["result"] = result
     seg = Segmenter.load(model, device=device, score_threshold=score_threshold)
-    holder["segmenter"] = seg
     frames = kwargs.get("frames")
     total = len(frames) if frames is not None else len(frames_view(stack, kwargs.get("axes"), kwargs.get("plane"))[0])
     for inst in seg.iter_frames(stack, **kwargs):
@@ -304,7 +303,7 @@ class SegmentationWidget(QWidget):
     def _on_finished(self) -> None:
         self.worker = None
         if self._run is not None:
-            self._run["holder"].clear()  # let the Segmenter (and its GPU memory) go
+            self._run["holder"].clear()  # let the run's results go once they are layers
         self.run_button.setEnabled(True)
         self.stop_button.setEnabled(False)
 
