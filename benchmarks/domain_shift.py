@@ -101,6 +101,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--replay-frames", type=int, default=FT["synthetic_replay"],
                     help="synthetic original-style frames replayed (0: none)")
     ap.add_argument("--replay-fraction", type=float, default=FT["replay_fraction"])
+    ap.add_argument("--anchor", type=float, default=FT["anchor"], help="L2-SP weight toward the starting model")
     ap.add_argument("--size", type=int, default=500, help="frame side in pixels (default 500)")
     ap.add_argument("--seed", type=int, default=7000, help="render seeds (never used in training)")
     ap.add_argument("--device", default="auto")
@@ -135,7 +136,7 @@ def main(argv=None) -> dict:
     t1 = time.time()
     gen = finetune(args.model, [train_json], out / "run", iterations=args.iterations, lr=args.lr, train=args.train,
                    device=device, val_fraction=0.0, synthetic_replay=args.replay_frames,
-                   replay_fraction=args.replay_fraction,
+                   replay_fraction=args.replay_fraction, anchor=args.anchor,
                    seed=args.seed, validate_before=False)
     done, model, stopped = 0, None, False
     try:

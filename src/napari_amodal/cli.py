@@ -176,7 +176,7 @@ def cmd_finetune(args) -> int:
     gen = finetune(
         args.init, args.data, args.out, iterations=args.iterations, lr=args.lr, train=args.train,
         device=args.device, val_fraction=args.val_fraction, replay=args.replay,
-        replay_fraction=args.replay_fraction, synthetic_replay=args.replay_synthetic, seed=args.seed, name=args.name,
+        replay_fraction=args.replay_fraction, synthetic_replay=args.replay_synthetic, anchor=args.anchor, seed=args.seed, name=args.name,
         batch_size=args.batch_size,
         overwrite=args.force, resume=args.resume,
         val_every=args.val_every,
@@ -358,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
                          f"against forgetting (default {FT['synthetic_replay']}; 0: none)")
     ft.add_argument("--replay-fraction", type=float, default=FT["replay_fraction"],
                     help=f"chance a training sample is a replayed one (default {FT['replay_fraction']})")
+    ft.add_argument("--anchor", type=float, default=FT["anchor"],
+                    help="pull the weights toward the starting model's (L2-SP weight) against forgetting "
+                         f"(default {FT['anchor']}; 0: off)")
     ft.add_argument("--name", help="also save as NAME in the user model folder (then: --model NAME, napari model list)")
     ft.add_argument("--force", action="store_true", help="replace an existing model called NAME")
     ft.add_argument("--resume", action="store_true", help="continue a stopped run in OUT (otherwise OUT must hold no earlier run)")

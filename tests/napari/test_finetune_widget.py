@@ -58,6 +58,7 @@ def _widget(viewer, tmp_path, iterations=2, name="wtuned", replay=0):
 def test_finetune_from_the_cell_layer_offers_the_model(viewer, qtbot, tmp_path, errors):
     seg = SegmentationWidget(viewer)
     w = _widget(viewer, tmp_path, replay=2)
+    w.anchor.setValue(0.5)
     assert w.cells.currentText() == cells_name(IMAGE) and w.image.currentText() == IMAGE
     w.run_button.click()
     qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
@@ -69,6 +70,7 @@ def test_finetune_from_the_cell_layer_offers_the_model(viewer, qtbot, tmp_path, 
     assert "wtuned" in [seg.model.itemText(i) for i in range(seg.model.count())]
     summary = json.loads((tmp_path / "run" / "finetune.json").read_text())
     assert len(summary["replay"]) == 1 and summary["replay_fraction"] == w.replay_share.value() > 0
+    assert summary["anchor"] == 0.5
 
 
 def test_stop_keeps_the_last_checkpoint(viewer, qtbot, tmp_path, errors):

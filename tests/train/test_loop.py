@@ -22,8 +22,8 @@ def drain(gen):
 
 
 def settings(iterations, **kw):
-    return TrainSettings(iterations=iterations, batch_size=1, lr=0.005, warmup=2, checkpoint_every=2,
-                         device="cpu", val_max_frames=2, **kw)
+    return TrainSettings(**{"iterations": iterations, "batch_size": 1, "lr": 0.005, "warmup": 2,
+                            "checkpoint_every": 2, "device": "cpu", "val_max_frames": 2, **kw})
 
 
 def test_step_schedule():
@@ -102,3 +102,28 @@ def test_heads_training_keeps_the_frozen_backbone_exactly(tmp_path):
     for k in body:
         assert (before[k] == after[k]).all(), k
     assert any(not (before[k] == after[k]).all() for k in before if k.startswith("roi_heads."))
+
+
+def test_anchor_pulls_the_weights_toward_the_start(tmp_path):
+    """L2-SP (``anchor``): with the same seed and batches, fine-tuned weights end closer
+    to the starting model's than without it; a negative weight is refused."""
+    import torch
+    from tiny import save_untrained
+
+    from napari_amodal.train.checkpoint import load_checkpoint
+
+    init = save_untrained(tmp_path / "init.safetensors", tiny_config("fcn"))
+    start = load_checkpoint(init)[0]
+
+    def drift(anchor):
+        run = tmp_path / f"run{anchor}"
+        _, final = drain(train_detector(None, DATA, run, settings(6, lr=0.02, warmup=0, anchor=anchor), init=init))
+        after = load_checkpoint(final)[0]
+        keys = [k for k in start if start[k].is_floating_point() and "running_" not in k]
+        return sum(float(torch.sum((after[k].float() - start[k].float()) ** 2)) for k in keys)
+
+    free, anchored = drift(0.0), drift(50.0)
+    assert free > 0
+    assert anchored < 0.5 * free, (anchored, free)
+    with pytest.raises(ValueError, match="anchor"):
+        next(train_detector(None, DATA, tmp_path / "bad", settings(1, anchor=-1.0), init=init))

@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 TRAIN_CHOICES = ("heads", "all", "refit_vqvae")
 # Defaults of the widget, the CLI and the domain-shift benchmark: the best trade-off
 # measured there (docs/benchmarks.md, "Domain shift and fine-tuning", run 4).
-DEFAULTS = {"iterations": 250, "lr": 0.002, "train": "all", "synthetic_replay": 40, "replay_fraction": 0.5}
+DEFAULTS = {"iterations": 250, "lr": 0.002, "train": "all", "synthetic_replay": 40, "replay_fraction": 0.5,
+            "anchor": 0.0}
 SHAPE_PREFIX = "roi_heads.mask_branch.shape_model."
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -282,6 +283,7 @@ def finetune(
     replay: Sequence | None = None,
     replay_fraction: float = DEFAULTS["replay_fraction"],
     synthetic_replay: int = 0,
+    anchor: float = DEFAULTS["anchor"],
     seed: int = 0,
     name: str | None = None,
     batch_size: int = 2,
@@ -304,6 +306,8 @@ def finetune(
             this probability per sample, against forgetting.
         synthetic_replay: also render this many synthetic embryo frames (the kind the
             bundled model was trained on) into ``out_dir/data/synthetic`` and replay them.
+        anchor: pull the trained weights toward the starting ones (L2-SP: adds
+            ``anchor / 2 * |w - w_start|^2`` to the loss; 0: off), against forgetting.
         name: also save the result as ``user_model_dir()/NAME.safetensors``.
         val_every: validate every N iterations (0: at the end only); the best model wins.
         resume: continue from ``out_dir/last.safetensors`` of an earlier (stopped) run.
@@ -333,6 +337,8 @@ def finetune(
         raise FinetuneError("out_dir is needed (checkpoints and the log go there)")
     if iterations < 1 or lr <= 0:
         raise FinetuneError(f"need iterations >= 1 and lr > 0 (got {iterations}, {lr})")
+    if anchor < 0:
+        raise FinetuneError(f"need anchor >= 0 (got {anchor})")
     if synthetic_replay < 0 or not 0.0 <= replay_fraction <= 1.0:
         raise FinetuneError(f"need synthetic_replay >= 0 and 0 <= replay_fraction <= 1 "
                             f"(got {synthetic_replay}, {replay_fraction})")
@@ -369,7 +375,7 @@ def finetune(
     summary = {"init": str(init_path), "data": [str(d) for d in data], "train": train, "iterations": iterations,
                "lr": lr, "n_train": prepared.n_train, "n_val": prepared.n_val,
                "replay": [str(r) for r in replay], "replay_fraction": replay_fraction if replay else 0.0,
-               "before": None, "after": None}
+               "anchor": anchor, "before": None, "after": None}
 
     if validate_before and val_sources:
         model, _, _ = load_model(init_path, device)
@@ -390,7 +396,7 @@ def finetune(
     settings = TrainSettings(
         iterations=iterations, batch_size=batch_size, lr=lr, warmup=min(50, iterations // 10),
         checkpoint_every=max(1, min(100, iterations // 4 or 1)), val_every=val_every, seed=seed,
-        device=device, trainable="all" if train == "all" else "heads",
+        device=device, trainable="all" if train == "all" else "heads", anchor=anchor,
     )
     gen = train_detector(config, [prepared.train], out, settings, val_sources=val_sources, init=start_from,
                          resume=resume, replay_sources=list(replay) if replay else None,

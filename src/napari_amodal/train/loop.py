@@ -51,6 +51,9 @@ class TrainSettings:
     amp: bool = True  # mixed precision, used on CUDA only
     num_workers: int = 0
     trainable: str = "all"  # "all" | "heads" (fine-tuning: freeze backbone + FPN)
+    # fine-tuning against forgetting (L2-SP, Li et al. 2018): adds anchor/2 * |w - w_start|^2
+    # over the trained weights to the loss, pulling them back toward the starting model
+    anchor: float = 0.0
 
 
 @dataclass
@@ -201,6 +204,10 @@ def train_detector(
         for p in model.backbone.body.parameters():
             p.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
+    if s.anchor < 0:
+        raise ValueError(f"anchor must be >= 0, got {s.anchor}")
+    # the starting weights (before any resume: a resumed run keeps pulling toward the same start)
+    start_weights = [p.detach().clone() for p in params] if s.anchor > 0 else None
     opt = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
 
     train_set = AmodalDataset(train_sources, augment=augment, seed=s.seed, frames=train_frames)
@@ -283,6 +290,10 @@ def train_detector(
                 with flush_denormals():
                     scaler.scale(total).backward()
                 scaler.unscale_(opt)
+                if start_weights is not None:  # gradient of anchor/2 * |w - w_start|^2
+                    for p, w0 in zip(params, start_weights):
+                        if p.grad is not None:
+                            p.grad.add_(p.detach() - w0, alpha=s.anchor)
                 torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
                 scaler.step(opt)
                 scaler.update()

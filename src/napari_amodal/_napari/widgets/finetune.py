@@ -203,6 +203,13 @@ class FinetuneWidget(QWidget):
         self.replay_share.setSingleStep(0.05)
         self.replay_share.setValue(DEFAULTS["replay_fraction"])
         self.replay_share.setToolTip("chance that a training sample is a replayed synthetic frame")
+        self.anchor = QDoubleSpinBox()
+        self.anchor.setDecimals(3)
+        self.anchor.setRange(0.0, 100.0)
+        self.anchor.setSingleStep(0.1)
+        self.anchor.setValue(DEFAULTS["anchor"])
+        self.anchor.setToolTip("how strongly the weights are pulled back toward the starting model's (L2-SP), "
+                               "against forgetting what it could do; 0: off")
         self.train = QComboBox()
         for key, label in TRAIN_LABELS.items():
             self.train.addItem(label, key)
@@ -238,6 +245,7 @@ class FinetuneWidget(QWidget):
         form.addRow("Train", self.train)
         form.addRow("Replay synthetic frames", self.replay)
         form.addRow("Replay share", self.replay_share)
+        form.addRow("Stay near start", self.anchor)
         form.addRow("Device", self.device)
         form.addRow("Save as", self.name)
         form.addRow("Output folder", self.out_dir)
@@ -356,6 +364,7 @@ class FinetuneWidget(QWidget):
             "device": self.device.currentText() or "auto", "val_every": max(1, iterations // 10),
             "synthetic_replay": int(self.replay.value()),
             "replay_fraction": float(self.replay_share.value()) if self.replay.value() else 0.0,
+            "anchor": float(self.anchor.value()),
         }
 
     # -- running -------------------------------------------------------------
