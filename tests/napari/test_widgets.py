@@ -278,7 +278,7 @@ def test_segment_job_builds_the_layers_frame_by_frame(model_file):
     assert not any(isinstance(v, np.ndarray) and v.dtype == bool for v in vars(result).values())
 
 
-def test_focal_stack_without_time_segments_the_chosen_plane(make_napari_viewer, qtbot, model_file, errors):
+def test_focal_stack_without_time_segments_the_chosen_plane(make_napari_viewer, qtbot, model_file, errors, tmp_path):
     """A (Z, Y, X) focal stack: the chosen plane is segmented and the results are 2D
     layers (shown on every plane), with the same cells as segmenting that plane alone."""
     from napari_amodal._napari.layers import META_KEY
@@ -298,3 +298,14 @@ def test_focal_stack_without_time_segments_the_chosen_plane(make_napari_viewer, 
     assert sorted(cells.features["score"].round(4)) == sorted(np.round(want.scores, 4))
     occ = viewer.layers["focal occlusion"].data
     assert occ.shape == (48, 48)
+
+    # its project saved and loaded again: still one 2D frame (Z is not taken for time)
+    p = ProofreadWidget(viewer)
+    p.image.setCurrentText("focal")
+    p.cells.setCurrentText("focal amodal cells")
+    path = p.save(tmp_path / "focal.json")
+    assert path is not None and errors == []
+    viewer.layers.remove("focal amodal cells")
+    assert p.load(path), errors
+    reloaded = viewer.layers["focal amodal cells"]
+    assert reloaded.ndim == 2 and len(reloaded.data) == len(want)

@@ -61,6 +61,13 @@ def image_axes(layer) -> str:
     return axes + ("S" if layer.rgb else "")
 
 
+def layer_plane(axes: str, plane: int | None) -> int | None:
+    """The Z coordinate the cell and occlusion layers carry: the focal plane for
+    (T, Z, Y, X) images; None otherwise. For a single (Z, Y, X) focal stack the
+    layers stay 2D, so napari shows the outlines of the chosen plane on every plane."""
+    return plane if "Z" in axes and "T" in axes else None
+
+
 def image_file(layer) -> tuple[str, str]:
     """``(path, name)`` of the file behind an Image layer (name falls back to the layer name)."""
     path = getattr(getattr(layer, "source", None), "path", None) or ""

@@ -38,8 +38,10 @@ from ._common import (
     cells_name,
     current_frame,
     frame_axis,
+    image_axes,
     image_file,
     is_cell_layer,
+    layer_plane,
     recolour,
     report_error,
     report_info,
@@ -454,12 +456,17 @@ class ProofreadWidget(QWidget):
             return False
         if source != path:
             report_info(f"Loaded the newer autosave {source.name}.")
-        axes_ndim = image.ndim
+        try:
+            axes = image_axes(image)
+        except ValueError as e:
+            report_error(str(e))
+            return False
         plane = None
-        if axes_ndim == 4:
-            plane = int(self.viewer.dims.current_step[self.viewer.dims.ndim - 3])
-        data, kwargs, _ = cells_layer_tuple(proj.frames, stack=axes_ndim >= 3, name=cells_name(image.name),
-                                            plane=plane, categories=proj.categories)
+        if "Z" in axes:  # the focal plane shown now (world axis of the image's Z axis)
+            z_world = self.viewer.dims.ndim - image.ndim + axes.index("Z")
+            plane = int(self.viewer.dims.current_step[z_world])
+        data, kwargs, _ = cells_layer_tuple(proj.frames, stack="T" in axes, name=cells_name(image.name),
+                                            plane=layer_plane(axes, plane), categories=proj.categories)
         kwargs["metadata"][META_KEY].update(source_image=image.name, reviewed=sorted(proj.reviewed))
         if kwargs["name"] in self.viewer.layers:
             self.viewer.layers.remove(self.viewer.layers[kwargs["name"]])

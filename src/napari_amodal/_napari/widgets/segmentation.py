@@ -35,6 +35,7 @@ from ._common import (
     image_file,
     import_compute_stack,
     is_cell_layer,
+    layer_plane,
     occlusion_name,
     recolour,
     report_error,
@@ -70,13 +71,6 @@ def segment_job(model: str, device: str, score_threshold: float, stack, holder: 
         result.add(inst)
         yield len(result), total
     return result
-
-
-def layer_plane(axes: str, plane: int | None) -> int | None:
-    """The Z coordinate the cell and occlusion layers carry: the focal plane for
-    (T, Z, Y, X) images; None otherwise. For a single (Z, Y, X) focal stack the
-    layers stay 2D, so napari shows the outlines of the chosen plane on every plane."""
-    return plane if "Z" in axes and "T" in axes else None
 
 
 def explain_error(error: BaseException, device: str = "") -> str:
