@@ -190,7 +190,8 @@ def cmd_finetune(args) -> int:
             if stage == "baseline":
                 before = ev.validation
             elif stage == "replay":
-                print(f"rendering {ev.extra['frames']} synthetic frames to replay...", file=sys.stderr)
+                if ev.extra["done"] == 1:
+                    print(f"rendering {ev.extra['frames']} synthetic frames to replay...", file=sys.stderr)
             elif stage == "shape":
                 print(f"shape model refitted: held-out reconstruction IoU {ev.extra['report']['val_iou']:.4f}",
                       file=sys.stderr)

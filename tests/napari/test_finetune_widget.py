@@ -98,3 +98,24 @@ def test_errors_become_notifications(viewer, qtbot, tmp_path, errors):
     w.run_button.click()
     qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
     assert "bad.json" in errors[-1]
+
+
+def test_stop_while_replay_frames_render(tmp_path):
+    """Stop during the rendering of replay frames: the job ends after the sequence in
+    progress, with no model (nothing was trained) and nothing published."""
+    from napari_amodal._napari.widgets.finetune import finetune_job
+    from napari_amodal.train.finetune import SYNTHETIC_FRAMES_PER_SEQUENCE
+    from napari_amodal.utils import drain
+
+    init = save_untrained(tmp_path / "init" / "tiny.safetensors")
+    holder = {}
+    run = tmp_path / "run"
+    job = finetune_job(out_dir=run, holder=holder, data=[sample_path(EMBRYO_GT)], name="never", init=init,
+                       iterations=3, device="cpu", val_fraction=0.0, validate_before=False,
+                       synthetic_replay=3 * SYNTHETIC_FRAMES_PER_SEQUENCE)
+    first = next(job)
+    assert first.extra["stage"] == "replay" and (first.extra["done"], first.extra["total"]) == (1, 3)
+    holder["stop"] = True
+    assert drain(job) == {"path": None, "stopped": True, "name": None}
+    assert len(list((run / "data" / "synthetic").rglob("embryo_*.tif"))) == 1
+    assert not list(run.glob("*.safetensors")) and "never" not in list_models()

@@ -166,3 +166,28 @@ def test_synthetic_replay_is_rendered_once_and_trained_on(tmp_path, init, monkey
     assert synthetic_replay_data(tmp_path / "run" / "data" / "synthetic", 3) == Path(replay)
     assert [p.stat().st_mtime_ns for p in images] == mtimes  # reused, not re-rendered
     Segmenter.load(final, device="cpu")
+
+
+def test_replay_rendering_can_stop_between_sequences_and_continue(tmp_path):
+    """Rendering yields per sequence; closed after the first, the next call keeps that
+    sequence (not re-rendered) and renders only the rest; the result is what one
+    uninterrupted call gives."""
+    from napari_amodal.train.finetune import SYNTHETIC_FRAMES_PER_SEQUENCE, synthetic_replay_steps
+
+    n = SYNTHETIC_FRAMES_PER_SEQUENCE + 2  # two sequences
+    steps = synthetic_replay_steps(tmp_path / "a", n)
+    assert next(steps) == (1, 2)
+    steps.close()
+    first = tmp_path / "a" / "seed5000" / "embryo_0000.tif"
+    mtime = first.stat().st_mtime_ns
+    assert not (tmp_path / "a" / "seed5000" / f"synthetic_{n}.json").exists()
+    events = []
+    path = run_to_end(synthetic_replay_steps(tmp_path / "a", n), events.append)
+    assert events == [(1, 2), (2, 2)] and first.stat().st_mtime_ns == mtime
+    assert not list(path.parent.glob(".part_*"))
+    whole = run_to_end(synthetic_replay_steps(tmp_path / "b", n))
+    got, want = read_amodal(path)[0], read_amodal(whole)[0]
+    assert len(got) == len(want) == n
+    for g, w in zip(got, want):
+        assert g.file_name == w.file_name and g.frame == w.frame
+        assert (g.masks == w.masks).all()

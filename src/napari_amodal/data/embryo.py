@@ -783,6 +783,7 @@ def write_embryo_dataset(
     end_cells: int = 8,
     json_name: str = "annotations.json",
     progress: Callable[[int, int], None] | None = None,
+    first: int = 0,
 ) -> Path:
     """Write ``out_dir/embryo_{i:04d}.tif`` per sequence and one COCO-amodal JSON.
 
@@ -791,7 +792,8 @@ def write_embryo_dataset(
     ``np.random.SeedSequence([seed, i])``, so adding sequences never changes
     earlier ones. ``file_name`` in the JSON is the TIFF's name (relative to the
     JSON), ``frame`` the time index. ``progress(done, total)`` is called after
-    each sequence. Returns the JSON path.
+    each sequence. ``first`` numbers the sequences ``first .. first + n_sequences - 1``
+    (a set can be rendered in parts). Returns the JSON path.
     """
     import tifffile
 
@@ -802,7 +804,7 @@ def write_embryo_dataset(
     axes = "TZYX" if n_planes > 1 else "TYX"
 
     def frames() -> Iterator[FrameInstances]:
-        for i in range(n_sequences):
+        for i in range(first, first + n_sequences):
             name = f"embryo_{i:04d}.tif"
             images, insts = render_sequence(
                 np.random.SeedSequence([seed, i]),
@@ -818,7 +820,7 @@ def write_embryo_dataset(
                 f.meta = {}  # the 3D bodies stay out of the annotation file
                 yield f
             if progress is not None:
-                progress(i + 1, n_sequences)
+                progress(i + 1 - first, n_sequences)
 
     json_path = out_dir / json_name
     write_coco(

@@ -247,12 +247,14 @@ SYNTHETIC_REPLAY_SEED = 5000  # never used by the bundled recipe (1000-3000) or 
 SYNTHETIC_FRAMES_PER_SEQUENCE = 10
 
 
-def synthetic_replay_data(folder, n_frames: int, seed: int = SYNTHETIC_REPLAY_SEED, progress=None) -> Path:
-    """Render ``n_frames`` synthetic embryo frames (2 to 8 cells, the bundled model's
-    randomised appearance) into ``folder`` as replay data; returns the COCO-amodal JSON.
+def synthetic_replay_steps(folder, n_frames: int, seed: int = SYNTHETIC_REPLAY_SEED):
+    """Generator: render ``n_frames`` synthetic embryo frames (2 to 8 cells, the bundled
+    model's randomised appearance) into ``folder/seed<seed>`` as replay data, one
+    sequence at a time; yields ``(done, total)`` sequences and returns the COCO-amodal JSON.
 
-    Rendered once per folder (into ``folder/seed<seed>``): a replay set of that size
-    and seed already there is reused. ``progress(done, total)`` is called per rendered sequence.
+    Closing it between sequences keeps the sequences rendered so far (each with its own
+    part file), and the next call renders only the rest. A finished set of that size and
+    seed is reused as it is.
     """
     from ..data.coco import read_coco, write_coco
     from ..data.embryo import EMBRYO_CATEGORIES, write_embryo_dataset
@@ -262,12 +264,25 @@ def synthetic_replay_data(folder, n_frames: int, seed: int = SYNTHETIC_REPLAY_SE
     if path.exists():
         return path
     n_seq = -(-n_frames // SYNTHETIC_FRAMES_PER_SEQUENCE)
-    full = write_embryo_dataset(folder, n_seq, n_frames=SYNTHETIC_FRAMES_PER_SEQUENCE, seed=seed, start_cells=2,
-                                json_name=f".all_{n_frames}.json", progress=progress)
-    # keep exactly n_frames; file names stay relative to the folder both JSONs are in
-    write_coco(path, read_coco(full)[:n_frames], EMBRYO_CATEGORIES, predictions=False)
-    full.unlink()
+    parts = [folder / f".part_{i:04d}.json" for i in range(n_seq)]
+    for i, part in enumerate(parts):
+        if not part.exists():  # sequence i depends only on (seed, i): parts of any earlier run fit
+            write_embryo_dataset(folder, 1, n_frames=SYNTHETIC_FRAMES_PER_SEQUENCE, seed=seed, start_cells=2,
+                                 json_name=part.name, first=i)
+        yield i + 1, n_seq
+    frames = [f for part in parts for f in read_coco(part)][:n_frames]
+    # file names stay relative to the folder all these JSONs are in
+    write_coco(path, frames, EMBRYO_CATEGORIES, predictions=False)
+    for part in parts:
+        part.unlink()
     return path
+
+
+def synthetic_replay_data(folder, n_frames: int, seed: int = SYNTHETIC_REPLAY_SEED, progress=None) -> Path:
+    """:func:`synthetic_replay_steps` run to the end; ``progress(done, total)`` per sequence."""
+    from ..utils import drain
+
+    return drain(synthetic_replay_steps(folder, n_frames, seed), (lambda step: progress(*step)) if progress else None)
 
 
 def finetune(
@@ -367,9 +382,16 @@ def finetune(
     device = pick_device(device)
     prepared = prepare_data(data, out / "data", val_fraction, seed)
     replay = list(replay or [])
-    if synthetic_replay:
-        yield TrainEvent(0, iterations, {}, 0.0, 0.0, extra={"stage": "replay", "frames": synthetic_replay})
-        replay.append(synthetic_replay_data(out / "data" / "synthetic", synthetic_replay))
+    if synthetic_replay:  # one event per rendered sequence: the caller can stop in between
+        steps = synthetic_replay_steps(out / "data" / "synthetic", synthetic_replay)
+        while True:
+            try:
+                done, total = next(steps)
+            except StopIteration as rendered:
+                replay.append(rendered.value)
+                break
+            yield TrainEvent(0, iterations, {}, 0.0, 0.0,
+                             extra={"stage": "replay", "frames": synthetic_replay, "done": done, "total": total})
     log.info("fine-tuning %s on %d frames (%d held out)", init_path, prepared.n_train, prepared.n_val)
     val_sources = [prepared.val] if prepared.val else None
     summary = {"init": str(init_path), "data": [str(d) for d in data], "train": train, "iterations": iterations,

@@ -400,7 +400,8 @@ class FinetuneWidget(QWidget):
             self.status.setText(f"validation AP before: {_ap(ev.validation)}")
             return
         if stage == "replay":
-            self.status.setText(f"rendering {ev.extra['frames']} synthetic frames to replay...")
+            self.status.setText(f"rendering {ev.extra['frames']} synthetic frames to replay: "
+                                f"{ev.extra['done']} of {ev.extra['total']} sequences")
             return
         if stage == "shape":
             self.status.setText(f"shape model refitted (IoU {ev.extra['report']['val_iou']:.3f}); training...")
