@@ -153,6 +153,8 @@ def main(argv=None) -> dict:
     except StopIteration as stop:
         model = stop.value
     train_seconds = time.time() - t1
+    if model is None:
+        raise SystemExit(f"the {args.minutes}-minute limit came before the first checkpoint: nothing to evaluate")
 
     after = {"shifted": evaluate(model, shift_stacks, shift_gt, device),
              "original": evaluate(model, orig_stacks, orig_gt, device)}
@@ -164,6 +166,8 @@ def main(argv=None) -> dict:
                     "cpus": os.cpu_count(), "torch": torch.__version__, "device": device,
                     "threads": torch.get_num_threads()},
         "model": str(args.model), "finetuned": str(model), "shift": SHIFT,
+        "settings": {"train": args.train, "lr": args.lr, "iterations": args.iterations, "anchor": args.anchor,
+                     "replay_frames": args.replay_frames, "replay_fraction": args.replay_fraction},
         "train_frames": min(args.train_frames, len(train_gt)), "test_frames_per_style": len(shift_gt),
         "iterations_done": done, "stopped_at_time_limit": stopped, "finetune_seconds": round(train_seconds, 1),
         "total_seconds": round(time.time() - t0, 1), "before": before, "after": after,

@@ -190,7 +190,7 @@ def cmd_finetune(args) -> int:
             if stage == "baseline":
                 before = ev.validation
             elif stage == "replay":
-                if ev.extra["done"] == 1:
+                if ev.extra["done"] == 0:
                     print(f"rendering {ev.extra['frames']} synthetic frames to replay...", file=sys.stderr)
             elif stage == "shape":
                 print(f"shape model refitted: held-out reconstruction IoU {ev.extra['report']['val_iou']:.4f}",

@@ -12,6 +12,7 @@ from napari_amodal._napari.widgets._common import cells_layer_tuple, cells_name
 from napari_amodal.data.coco import read_amodal
 from napari_amodal.data.sample import EMBRYO_GT, EMBRYO_STACK, sample_path
 from napari_amodal.models import list_models
+from napari_amodal.train.checkpoint import read_metadata
 
 pytestmark = pytest.mark.gui
 
@@ -71,6 +72,7 @@ def test_finetune_from_the_cell_layer_offers_the_model(viewer, qtbot, tmp_path, 
     summary = json.loads((tmp_path / "run" / "finetune.json").read_text())
     assert len(summary["replay"]) == 1 and summary["replay_fraction"] == w.replay_share.value() > 0
     assert summary["anchor"] == 0.5
+    assert read_metadata(w.result["path"])["config"]["settings"]["anchor"] == 0.5  # reached the training loop
 
 
 def test_stop_keeps_the_last_checkpoint(viewer, qtbot, tmp_path, errors):
@@ -113,8 +115,9 @@ def test_stop_while_replay_frames_render(tmp_path):
     job = finetune_job(out_dir=run, holder=holder, data=[sample_path(EMBRYO_GT)], name="never", init=init,
                        iterations=3, device="cpu", val_fraction=0.0, validate_before=False,
                        synthetic_replay=3 * SYNTHETIC_FRAMES_PER_SEQUENCE)
-    first = next(job)
-    assert first.extra["stage"] == "replay" and (first.extra["done"], first.extra["total"]) == (1, 3)
+    for done in (0, 1):  # before the first sequence, after it
+        ev = next(job)
+        assert ev.extra["stage"] == "replay" and (ev.extra["done"], ev.extra["total"]) == (done, 3)
     holder["stop"] = True
     assert drain(job) == {"path": None, "stopped": True, "name": None}
     assert len(list((run / "data" / "synthetic").rglob("embryo_*.tif"))) == 1

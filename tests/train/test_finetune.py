@@ -129,12 +129,14 @@ def test_cli_finetune(tmp_path, init, home, capsys):
     project = make_project(tmp_path, reviewed=(2, 7, 11, 15, 19))
     rc = main(["-q", "finetune", "--init", str(init), "--data", str(project), "--out", str(tmp_path / "run"),
                "--iterations", "2", "--lr", "0.002", "--device", "cpu", "--name", "cli-model",
-               "--replay-synthetic", "2"])
+               "--replay-synthetic", "2", "--anchor", "0.3"])
     out = capsys.readouterr().out
     assert rc == 0
     assert "validation AP before" in out and "after" in out
     assert "cli-model.safetensors" in out and "cli-model" in list_models()
     assert len(json.loads((tmp_path / "run" / "finetune.json").read_text())["replay"]) == 1
+    model = tmp_path / "run" / "model.safetensors"
+    assert read_metadata(model)["config"]["settings"]["anchor"] == 0.3  # reached the training loop
     rc = main(["finetune", "--init", str(init), "--data", str(tmp_path / "nothing.json"), "--out",
                str(tmp_path / "run2")])
     assert rc == 2 and "nothing.json" in capsys.readouterr().err
@@ -176,14 +178,14 @@ def test_replay_rendering_can_stop_between_sequences_and_continue(tmp_path):
 
     n = SYNTHETIC_FRAMES_PER_SEQUENCE + 2  # two sequences
     steps = synthetic_replay_steps(tmp_path / "a", n)
-    assert next(steps) == (1, 2)
+    assert next(steps) == (0, 2) and next(steps) == (1, 2)
     steps.close()
     first = tmp_path / "a" / "seed5000" / "embryo_0000.tif"
     mtime = first.stat().st_mtime_ns
     assert not (tmp_path / "a" / "seed5000" / f"synthetic_{n}.json").exists()
     events = []
     path = run_to_end(synthetic_replay_steps(tmp_path / "a", n), events.append)
-    assert events == [(1, 2), (2, 2)] and first.stat().st_mtime_ns == mtime
+    assert events == [(0, 2), (1, 2), (2, 2)] and first.stat().st_mtime_ns == mtime
     assert not list(path.parent.glob(".part_*"))
     whole = run_to_end(synthetic_replay_steps(tmp_path / "b", n))
     got, want = read_amodal(path)[0], read_amodal(whole)[0]

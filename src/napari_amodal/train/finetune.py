@@ -19,7 +19,9 @@ With ``name``, the result is also copied to ``user_model_dir()/NAME.safetensors`
 
 Events are :class:`~napari_amodal.train.loop.TrainEvent`; ``event.extra["stage"]``
 is ``"baseline"`` (validation of the initial model, ``iteration == 0``),
-``"replay"`` (synthetic replay frames are being rendered), ``"shape"`` (the
+``"replay"`` (synthetic replay frames are being rendered: one event before the first
+sequence and one after each, ``extra["done"]`` of ``extra["total"]`` sequences; the
+caller can stop in between), ``"shape"`` (the
 refitted shape model's report) or ``"train"``.
 """
 
@@ -250,7 +252,8 @@ SYNTHETIC_FRAMES_PER_SEQUENCE = 10
 def synthetic_replay_steps(folder, n_frames: int, seed: int = SYNTHETIC_REPLAY_SEED):
     """Generator: render ``n_frames`` synthetic embryo frames (2 to 8 cells, the bundled
     model's randomised appearance) into ``folder/seed<seed>`` as replay data, one
-    sequence at a time; yields ``(done, total)`` sequences and returns the COCO-amodal JSON.
+    sequence at a time; yields ``(done, total)`` sequences (``(0, total)`` first) and
+    returns the COCO-amodal JSON.
 
     Closing it between sequences keeps the sequences rendered so far (each with its own
     part file), and the next call renders only the rest. A finished set of that size and
@@ -264,7 +267,9 @@ def synthetic_replay_steps(folder, n_frames: int, seed: int = SYNTHETIC_REPLAY_S
     if path.exists():
         return path
     n_seq = -(-n_frames // SYNTHETIC_FRAMES_PER_SEQUENCE)
-    parts = [folder / f".part_{i:04d}.json" for i in range(n_seq)]
+    per = SYNTHETIC_FRAMES_PER_SEQUENCE  # in the part names: parts of another sequence length never mix in
+    parts = [folder / f".part_{per}f_{i:04d}.json" for i in range(n_seq)]
+    yield 0, n_seq
     for i, part in enumerate(parts):
         if not part.exists():  # sequence i depends only on (seed, i): parts of any earlier run fit
             write_embryo_dataset(folder, 1, n_frames=SYNTHETIC_FRAMES_PER_SEQUENCE, seed=seed, start_cells=2,
@@ -273,7 +278,7 @@ def synthetic_replay_steps(folder, n_frames: int, seed: int = SYNTHETIC_REPLAY_S
     frames = [f for part in parts for f in read_coco(part)][:n_frames]
     # file names stay relative to the folder all these JSONs are in
     write_coco(path, frames, EMBRYO_CATEGORIES, predictions=False)
-    for part in parts:
+    for part in folder.glob(".part_*.json"):  # those of larger interrupted renders too
         part.unlink()
     return path
 
@@ -352,8 +357,9 @@ def finetune(
         raise FinetuneError("out_dir is needed (checkpoints and the log go there)")
     if iterations < 1 or lr <= 0:
         raise FinetuneError(f"need iterations >= 1 and lr > 0 (got {iterations}, {lr})")
-    if anchor < 0:
-        raise FinetuneError(f"need anchor >= 0 (got {anchor})")
+    if anchor < 0 or lr * anchor > 1.0:
+        raise FinetuneError(f"need anchor >= 0 and learning rate x anchor <= 1 (got anchor {anchor}, lr {lr}): "
+                            "a stronger pull makes training oscillate")
     if synthetic_replay < 0 or not 0.0 <= replay_fraction <= 1.0:
         raise FinetuneError(f"need synthetic_replay >= 0 and 0 <= replay_fraction <= 1 "
                             f"(got {synthetic_replay}, {replay_fraction})")

@@ -204,8 +204,9 @@ def train_detector(
         for p in model.backbone.body.parameters():
             p.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
-    if s.anchor < 0:
-        raise ValueError(f"anchor must be >= 0, got {s.anchor}")
+    if s.anchor < 0 or s.lr * s.anchor > 1.0:
+        # lr x anchor above ~3.8 makes the pull itself oscillate and diverge (momentum 0.9); 1 keeps it tame
+        raise ValueError(f"anchor must be >= 0 and lr x anchor <= 1 (got anchor {s.anchor}, lr {s.lr})")
     # the starting weights (before any resume: a resumed run keeps pulling toward the same start)
     start_weights = [p.detach().clone() for p in params] if s.anchor > 0 else None
     opt = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
@@ -290,15 +291,23 @@ def train_detector(
                 with flush_denormals():
                     scaler.scale(total).backward()
                 scaler.unscale_(opt)
-                if start_weights is not None:  # gradient of anchor/2 * |w - w_start|^2
-                    for p, w0 in zip(params, start_weights):
-                        if p.grad is not None:
-                            p.grad.add_(p.detach() - w0, alpha=s.anchor)
                 torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
+                drift = None
+                if start_weights is not None:
+                    # gradient of anchor/2 * |w - w_start|^2, added after clipping like weight decay
+                    # (clipping it with the loss would cap the pull and stall the task gradient)
+                    with torch.no_grad():
+                        diffs = torch._foreach_sub([p.detach() for p in params], start_weights)
+                        drift = float(sum(float(torch.sum(d * d)) for d in diffs))
+                        for p, d in zip(params, diffs):
+                            if p.grad is not None:
+                                p.grad.add_(d, alpha=s.anchor)
                 scaler.step(opt)
                 scaler.update()
                 row = {k: round(float(v.detach()), 5) for k, v in losses.items()}
                 row["loss"] = round(float(total.detach()), 5)
+                if drift is not None:  # |w - w_start|^2 before this step (the anchor's pull is anchor x that / 2)
+                    row["drift"] = round(drift, 6)
                 event = TrainEvent(it + 1, s.iterations, row, lr, time.time() - t0)
                 logf.write(json.dumps({"iteration": it + 1, "lr": lr, "seconds": round(event.seconds, 3), **row}) + "\n")
                 done = it + 1

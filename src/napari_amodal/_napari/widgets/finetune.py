@@ -61,7 +61,7 @@ def finetune_job(*, out_dir, holder: dict, layer=None, data=(), name=None, **kwa
 
     ``layer`` is ``(project, image, axes)``: an in-memory annotation project and
     its image stack, whose reviewed frames are written to ``out_dir/layer``.
-    Setting ``holder["stop"]`` ends the run after the current iteration; the
+    Setting ``holder["stop"]`` ends the run after the current iteration (or replay sequence); the
     best (else last) checkpoint is then the result (saved under ``name`` too).
     """
     from ...train.finetune import (
@@ -391,7 +391,7 @@ class FinetuneWidget(QWidget):
         """Stop after the current iteration; the best (else last) checkpoint becomes the result."""
         if self.worker is not None:
             self._run["holder"]["stop"] = True
-            self.status.setText("stopping after this iteration...")
+            self.status.setText("stopping after this step...")
 
     def _on_event(self, ev) -> None:
         stage = ev.extra.get("stage")
