@@ -284,7 +284,8 @@ def train_detector(
                 total = sum(losses.values())
                 if not torch.isfinite(total):
                     raise FloatingPointError(
-                        f"loss became {float(total)} at iteration {it + 1} ({ {k: float(v) for k, v in losses.items()} }); "
+                        f"loss became {float(total.detach())} at iteration {it + 1} "
+                        f"({ {k: float(v.detach()) for k, v in losses.items()} }); "
                         "lower the learning rate"
                     )
                 opt.zero_grad(set_to_none=True)
