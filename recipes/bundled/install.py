@@ -1,47 +1,60 @@
 """Copy a trained detector into the package as the bundled model.
 
-    python recipes/bundled/install.py runs/bundled
+    python recipes/bundled/install.py runs/bundled [runs/bundled2 ...]
 
-Writes src/napari_amodal/models/bundled.safetensors (weights stored as
-float16 to stay under the 32 MB budget; they load into float32), its SHA-256 in
-bundled.sha256, and the training log beside it as bundled_training_log.jsonl.
+With several run folders (training stages, each started from the one before),
+the model of the last one is shipped and the logs of all are kept. Writes
+src/napari_amodal/models/bundled.safetensors (weights stored as float16 to stay
+under the 32 MB budget; they load into float32), its SHA-256 in bundled.sha256,
+and the training log beside it as bundled_training_log.jsonl (one line per
+iteration and validation, with a ``stage`` field: 1, 2, ...).
 """
 
 import json
 import sys
 from pathlib import Path
 
-
 from napari_amodal.models import BUNDLED_DIR
 from napari_amodal.train.checkpoint import load_checkpoint, save_checkpoint, sha256
 
+LIMIT_MB = 32
 
-def main(run_dir: str) -> None:
-    run = Path(run_dir)
-    tensors, config, extra = load_checkpoint(run / "model.safetensors")
-    weights = {
-        k: (v.half() if v.is_floating_point() else v) for k, v in tensors.items() if not k.startswith("__")
-    }
-    shape_meta = json.loads((run / "shape.json").read_text()) if (run / "shape.json").exists() else {}
-    extra = {
-        **extra,
-        "stored_dtype": "float16",
-        "recipe": "recipes/bundled/train.sh",
-        "shape_model_report": shape_meta.get("extra", {}).get("report"),
-    }
-    BUNDLED_DIR.mkdir(exist_ok=True)
-    dest = save_checkpoint(BUNDLED_DIR / "bundled.safetensors", weights, config, extra)
-    (BUNDLED_DIR / "bundled.sha256").write_text(f"{sha256(dest)}  bundled.safetensors\n")
-    # one line per iteration: a resumed run may have logged a few iterations twice
+
+def stage_log(run: Path, stage: int) -> list[str]:
+    """The run's log lines, one per iteration (a resumed run may have logged some twice), tagged with the stage."""
     rows = {}
     for line in (run / "log.jsonl").read_text().splitlines():
         if line.strip():
             row = json.loads(line)
-            rows[(row["iteration"], "validation" in row)] = line
-    log_lines = [rows[k] for k in sorted(rows)]
+            rows[(row["iteration"], "validation" in row)] = json.dumps({"stage": stage, **row})
+    return [rows[k] for k in sorted(rows)]
+
+
+def main(run_dirs: list[str]) -> None:
+    runs = [Path(r) for r in run_dirs]
+    tensors, config, extra = load_checkpoint(runs[-1] / "model.safetensors")
+    weights = {
+        k: (v.half() if v.is_floating_point() else v) for k, v in tensors.items() if not k.startswith("__")
+    }
+    shape_json = next((r / "shape.json" for r in runs if (r / "shape.json").exists()), None)
+    shape_meta = json.loads(shape_json.read_text()) if shape_json else {}
+    extra = {
+        **extra,
+        "stored_dtype": "float16",
+        "recipe": "recipes/bundled/train.sh",
+        "stages": [str(r) for r in runs],
+        "shape_model_report": shape_meta.get("extra", {}).get("report"),
+    }
+    BUNDLED_DIR.mkdir(exist_ok=True)
+    dest = save_checkpoint(BUNDLED_DIR / "bundled.safetensors", weights, config, extra)
+    size_mb = dest.stat().st_size / 2**20
+    if size_mb > LIMIT_MB:
+        raise SystemExit(f"{dest} is {size_mb:.1f} MiB, over the {LIMIT_MB} MiB budget")
+    (BUNDLED_DIR / "bundled.sha256").write_text(f"{sha256(dest)}  bundled.safetensors\n")
+    log_lines = [line for stage, run in enumerate(runs, 1) for line in stage_log(run, stage)]
     (BUNDLED_DIR / "bundled_training_log.jsonl").write_text("\n".join(log_lines) + "\n")
-    print(f"{dest}: {dest.stat().st_size / 1e6:.1f} MB, sha256 {sha256(dest)[:16]}...")
+    print(f"{dest}: {size_mb:.1f} MiB, sha256 {sha256(dest)[:16]}...")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "runs/bundled")
+    main(sys.argv[1:] or ["runs/bundled"])
