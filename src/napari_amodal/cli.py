@@ -176,8 +176,8 @@ def cmd_finetune(args) -> int:
     gen = finetune(
         args.init, args.data, args.out, iterations=args.iterations, lr=args.lr, train=args.train,
         device=args.device, val_fraction=args.val_fraction, replay=args.replay,
-        replay_fraction=args.replay_fraction, synthetic_replay=args.replay_synthetic, anchor=args.anchor, seed=args.seed, name=args.name,
-        batch_size=args.batch_size,
+        replay_fraction=args.replay_fraction, synthetic_replay=args.replay_synthetic, anchor=args.anchor,
+        seed=args.seed, name=args.name, batch_size=args.batch_size,
         overwrite=args.force, resume=args.resume,
         val_every=args.val_every,
     )

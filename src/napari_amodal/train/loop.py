@@ -307,7 +307,7 @@ def train_detector(
                 scaler.update()
                 row = {k: round(float(v.detach()), 5) for k, v in losses.items()}
                 row["loss"] = round(float(total.detach()), 5)
-                if drift is not None:  # |w - w_start|^2 before this step (the anchor's pull is anchor x that / 2)
+                if drift is not None:  # |w - w_start|^2 before this step (the penalty is anchor / 2 x that)
                     row["drift"] = round(drift, 6)
                 event = TrainEvent(it + 1, s.iterations, row, lr, time.time() - t0)
                 logf.write(json.dumps({"iteration": it + 1, "lr": lr, "seconds": round(event.seconds, 3), **row}) + "\n")
