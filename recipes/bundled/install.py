@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from napari_amodal.data.coco import atomic_write_text
 from napari_amodal.models import BUNDLED_DIR
 from napari_amodal.train.checkpoint import load_checkpoint, save_checkpoint, sha256
 
@@ -45,15 +46,17 @@ def main(run_dirs: list[str]) -> None:
         "stages": [str(r) for r in runs],
         "shape_model_report": shape_meta.get("extra", {}).get("report"),
     }
+    # checked before anything in the package is replaced (the tensor bytes are nearly the whole file)
+    tensor_mb = sum(v.numel() * v.element_size() for v in weights.values()) / 2**20
+    if tensor_mb > LIMIT_MB:
+        raise SystemExit(f"the weights take {tensor_mb:.1f} MiB, over the {LIMIT_MB} MiB budget: nothing installed")
+    log_lines = [line for stage, run in enumerate(runs, 1) for line in stage_log(run, stage)]
     BUNDLED_DIR.mkdir(exist_ok=True)
     dest = save_checkpoint(BUNDLED_DIR / "bundled.safetensors", weights, config, extra)
-    size_mb = dest.stat().st_size / 2**20
-    if size_mb > LIMIT_MB:
-        raise SystemExit(f"{dest} is {size_mb:.1f} MiB, over the {LIMIT_MB} MiB budget")
-    (BUNDLED_DIR / "bundled.sha256").write_text(f"{sha256(dest)}  bundled.safetensors\n")
-    log_lines = [line for stage, run in enumerate(runs, 1) for line in stage_log(run, stage)]
-    (BUNDLED_DIR / "bundled_training_log.jsonl").write_text("\n".join(log_lines) + "\n")
-    print(f"{dest}: {size_mb:.1f} MiB, sha256 {sha256(dest)[:16]}...")
+    digest = sha256(dest)
+    atomic_write_text(BUNDLED_DIR / "bundled.sha256", f"{digest}  bundled.safetensors\n")
+    atomic_write_text(BUNDLED_DIR / "bundled_training_log.jsonl", "\n".join(log_lines) + "\n")
+    print(f"{dest}: {dest.stat().st_size / 2**20:.1f} MiB, sha256 {digest[:16]}...")
 
 
 if __name__ == "__main__":
