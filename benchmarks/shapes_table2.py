@@ -58,6 +58,7 @@ def main(argv=None) -> None:
     ap.add_argument("--n-test", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--workers", type=int, default=0, help="data loader processes (default 0: in the main process)")
     ap.add_argument("--only", nargs="*", help="run only these variants")
     args = ap.parse_args(argv)
 
@@ -96,7 +97,7 @@ def main(argv=None) -> None:
         print(f"{name}: training {args.iterations} iterations, batch {args.batch_size}", flush=True)
         t0 = time.time()
         settings = TrainSettings(iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                                 device=device, checkpoint_every=200)
+                                 device=device, checkpoint_every=200, num_workers=args.workers)
         final = drain(train_detector(config, train, run, settings, shape_model=shape_model))
         from napari_amodal.models import load_model
 
@@ -105,7 +106,8 @@ def main(argv=None) -> None:
         preds, gts = predict_frames(model, ds, range(len(ds)), device)
         r = evaluate_frames(gts, preds, read_amodal(test)[1])
         entry = {"AP": r["AP"], "AP50": r["AP50"], "AP75": r["AP75"], "train_seconds": round(time.time() - t0),
-                 "iterations": args.iterations, "batch_size": args.batch_size, "seed": args.seed}
+                 "iterations": args.iterations, "batch_size": args.batch_size, "seed": args.seed, "device": device,
+                 "mixed_precision": device.startswith("cuda")}
         results = json.loads(table.read_text()) if table.exists() else {}  # re-read: another process may have written
         results[name] = entry
         atomic_write_text(table, json.dumps(results, indent=2))

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Everything this project checks on a lent GPU machine, in one call of under ten minutes:
+#
+#   bash benchmarks/gpu_check.sh RESULTS_DIR
+#
+# 1. the CUDA tests (tests/test_cuda.py: mixed-precision training, GPU inference vs CPU, fine-tuning);
+# 2. whole-stack throughput of the bundled model on the GPU (benchmarks/throughput.py stack --device cuda);
+# 3. Table II variants at the CPU run's budget (3000 iterations x batch 4, seed 0) on the same
+#    synthetic shapes data, rendered there (VARIANTS; SHAPE_VQ: a shape VQ-VAE to reuse);
+# 4. the bundled model's stage 3 (recipes/bundled/stage3_gpu.sh) and the held-out benchmark
+#    (benchmarks/bundled_accuracy.py) of stage 3 and of the shipped stage 2, on the GPU.
+# Jobs run side by side and stop at fixed deadlines (seconds from the start), so the script
+# ends by END whatever happens; each job's log lands in RESULTS_DIR.
+# Environment: PY (python with torch), DEVICE (cuda), and the sizes below for a CPU smoke run.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+R=${1:?results folder}
+mkdir -p "$R"
+R=$(cd "$R" && pwd)
+PY=${PY:-python3}
+DEVICE=${DEVICE:-cuda}
+END=${END:-560}
+T2_ITER=${T2_ITER:-3000}
+T2_TRAIN=${T2_TRAIN:-5000}
+T2_TEST=${T2_TEST:-1000}
+VARIANTS=${VARIANTS:-vae vq vq_refine+occlusion}
+S3_ITER=${S3_ITER:-1600}
+TP_FRAMES=${TP_FRAMES:-300}
+WORK=${WORK:-/tmp/gpu_check}
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+export NAPARI_AMODAL="$PY -m napari_amodal.cli"
+left() { local s=$(($1 - SECONDS)); echo $((s > 1 ? s : 1)); }  # seconds until deadline $1
+stamp() { echo "[$SECONDS s] $*" | tee -a "$R/timeline.txt"; }
+
+stamp "start"
+{ nvidia-smi -L; $PY -c "import torch, torchvision, sys; print(sys.version.split()[0], torch.__version__,
+torchvision.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no cuda')"; nproc; } \
+  > "$R/env.txt" 2>&1
+
+# data, on the CPU, in the background
+mkdir -p "$WORK/t2"
+[ -n "${SHAPE_VQ:-}" ] && cp "$SHAPE_VQ".* "$WORK/t2/" 2>/dev/null
+(OMP_NUM_THREADS=1 $PY -c "from napari_amodal.data.shapes import write_shapes_dataset as w
+w('$WORK/t2/data', n_train=$T2_TRAIN, n_test=$T2_TEST, seed=0)" && md5sum "$WORK"/t2/data/*.json) \
+  > "$R/t2_data.txt" 2>&1 &
+t2data=$!
+(STEP=data DATA="$WORK/s3data" timeout "$(left 200)" bash recipes/bundled/stage3_gpu.sh) > "$R/s3_data.txt" 2>&1 &
+s3data=$!
+
+stamp "throughput (the data renders beside it, on the CPU)"
+timeout "$(left 100)" $PY benchmarks/throughput.py stack --device "$DEVICE" --frames "$TP_FRAMES" \
+  > "$R/throughput_cuda.txt" 2>&1
+stamp "throughput rc $?"
+stamp "CUDA tests"
+timeout "$(left 170)" $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py > "$R/pytest_cuda.txt" 2>&1
+stamp "CUDA tests rc $?"
+
+wait $t2data $s3data
+stamp "data rendered"
+
+pids=()
+for v in $VARIANTS; do
+  OMP_NUM_THREADS=1 timeout "$(left $((END - 25)))" $PY benchmarks/shapes_table2.py --out "$WORK/t2" \
+    --iterations "$T2_ITER" --batch-size 4 --device "$DEVICE" --workers 2 --n-train "$T2_TRAIN" \
+    --n-test "$T2_TEST" --only "$v" > "$R/t2_${v}.log" 2>&1 &
+  pids+=($!)
+done
+stamp "Table II variants started: $VARIANTS"
+
+(STEP=train DATA="$WORK/s3data" OUT="$WORK/s3" ITERATIONS="$S3_ITER" DEVICE="$DEVICE" \
+  timeout "$(left $((END - 90)))" bash recipes/bundled/stage3_gpu.sh) > "$R/s3_train.txt" 2>&1
+stamp "stage 3 training rc $?"
+s3model="$WORK/s3/model.safetensors"
+[ -f "$s3model" ] || s3model="$WORK/s3/last.safetensors"
+timeout "$(left $((END - 20)))" $PY benchmarks/bundled_accuracy.py --model "$s3model" --device "$DEVICE" \
+  --sequences "${ACC_SEQ:-10}" --json "$R/accuracy_stage3.json" > "$R/accuracy_stage3.txt" 2>&1 &
+acc3=$!
+timeout "$(left $((END - 20)))" $PY benchmarks/bundled_accuracy.py --model bundled --device "$DEVICE" \
+  --sequences "${ACC_SEQ:-10}" --json "$R/accuracy_stage2.json" > "$R/accuracy_stage2.txt" 2>&1
+wait $acc3
+stamp "accuracy done"
+wait "${pids[@]}"
+stamp "Table II done"
+
+cp "$WORK/t2/table2.json" "$R/" 2>/dev/null
+cp "$WORK/s3/log.jsonl" "$R/s3_log.jsonl" 2>/dev/null
+for v in $VARIANTS; do cp "$WORK/t2/$v/log.jsonl" "$R/t2_${v}_log.jsonl" 2>/dev/null; done
+# the stage-3 weights as float16 (as shipped), for installing if they do better
+[ -f "$WORK/s3/model.safetensors" ] && $PY - "$WORK/s3/model.safetensors" "$R/stage3_fp16.safetensors" <<'EOF'
+import sys
+
+from napari_amodal.train.checkpoint import load_checkpoint, save_checkpoint
+
+tensors, config, extra = load_checkpoint(sys.argv[1])
+half = {k: (v.half() if v.is_floating_point() else v) for k, v in tensors.items() if not k.startswith("__")}
+save_checkpoint(sys.argv[2], half, config, {**extra, "stored_dtype": "float16"})
+EOF
+stamp "end"
