@@ -7,8 +7,9 @@
 # 2. whole-stack throughput of the bundled model on the GPU (benchmarks/throughput.py stack --device cuda);
 # 3. Table II variants at the CPU run's budget (3000 iterations x batch 4, seed 0) on the same
 #    synthetic shapes data, rendered there (VARIANTS; SHAPE_VQ: a shape VQ-VAE to reuse);
-# 4. the bundled model's stage 3 (recipes/bundled/stage3_gpu.sh) and the held-out benchmark
-#    (benchmarks/bundled_accuracy.py) of stage 3 and of the shipped stage 2, on the GPU.
+# 4. with S3_ITER > 0 (the shipped stage 3 used 1600): the bundled model's stage 3
+#    (recipes/bundled/stage3_gpu.sh) from the installed model and the held-out benchmark
+#    (benchmarks/bundled_accuracy.py) of it and of the installed model, on the GPU.
 # Jobs run side by side and stop at fixed deadlines (seconds from the start), so the script
 # ends by END whatever happens; each job's log lands in RESULTS_DIR.
 # Environment: PY (python with torch), DEVICE (cuda), and the sizes below for a CPU smoke run.
@@ -24,7 +25,7 @@ T2_ITER=${T2_ITER:-3000}
 T2_TRAIN=${T2_TRAIN:-5000}
 T2_TEST=${T2_TEST:-1000}
 VARIANTS=${VARIANTS:-vae vq vq_refine+occlusion}
-S3_ITER=${S3_ITER:-1600}
+S3_ITER=${S3_ITER:-0}
 TP_FRAMES=${TP_FRAMES:-300}
 WORK=${WORK:-/tmp/gpu_check}
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
@@ -44,8 +45,11 @@ mkdir -p "$WORK/t2"
 w('$WORK/t2/data', n_train=$T2_TRAIN, n_test=$T2_TEST, seed=0)" && md5sum "$WORK"/t2/data/*.json) \
   > "$R/t2_data.txt" 2>&1 &
 t2data=$!
-(STEP=data DATA="$WORK/s3data" timeout "$(left 200)" bash recipes/bundled/stage3_gpu.sh) > "$R/s3_data.txt" 2>&1 &
-s3data=$!
+s3data=
+if [ "$S3_ITER" -gt 0 ]; then
+  (STEP=data DATA="$WORK/s3data" timeout "$(left 200)" bash recipes/bundled/stage3_gpu.sh) > "$R/s3_data.txt" 2>&1 &
+  s3data=$!
+fi
 
 stamp "throughput (the data renders beside it, on the CPU)"
 timeout "$(left 100)" $PY benchmarks/throughput.py stack --device "$DEVICE" --frames "$TP_FRAMES" \
@@ -60,25 +64,27 @@ stamp "data rendered"
 
 pids=()
 for v in $VARIANTS; do
-  OMP_NUM_THREADS=1 timeout "$(left $((END - 25)))" $PY benchmarks/shapes_table2.py --out "$WORK/t2" \
+  OMP_NUM_THREADS=1 timeout "$(left $((END - 8)))" $PY benchmarks/shapes_table2.py --out "$WORK/t2" \
     --iterations "$T2_ITER" --batch-size 4 --device "$DEVICE" --workers 2 --n-train "$T2_TRAIN" \
     --n-test "$T2_TEST" --only "$v" > "$R/t2_${v}.log" 2>&1 &
   pids+=($!)
 done
 stamp "Table II variants started: $VARIANTS"
 
-(STEP=train DATA="$WORK/s3data" OUT="$WORK/s3" ITERATIONS="$S3_ITER" DEVICE="$DEVICE" \
-  timeout "$(left $((END - 90)))" bash recipes/bundled/stage3_gpu.sh) > "$R/s3_train.txt" 2>&1
-stamp "stage 3 training rc $?"
-s3model="$WORK/s3/model.safetensors"
-[ -f "$s3model" ] || s3model="$WORK/s3/last.safetensors"
-timeout "$(left $((END - 20)))" $PY benchmarks/bundled_accuracy.py --model "$s3model" --device "$DEVICE" \
-  --sequences "${ACC_SEQ:-10}" --json "$R/accuracy_stage3.json" > "$R/accuracy_stage3.txt" 2>&1 &
-acc3=$!
-timeout "$(left $((END - 20)))" $PY benchmarks/bundled_accuracy.py --model bundled --device "$DEVICE" \
-  --sequences "${ACC_SEQ:-10}" --json "$R/accuracy_stage2.json" > "$R/accuracy_stage2.txt" 2>&1
-wait $acc3
-stamp "accuracy done"
+if [ "$S3_ITER" -gt 0 ]; then
+  (STEP=train DATA="$WORK/s3data" OUT="$WORK/s3" ITERATIONS="$S3_ITER" DEVICE="$DEVICE" \
+    timeout "$(left $((END - 90)))" bash recipes/bundled/stage3_gpu.sh) > "$R/s3_train.txt" 2>&1
+  stamp "stage 3 training rc $?"
+  s3model="$WORK/s3/model.safetensors"
+  [ -f "$s3model" ] || s3model="$WORK/s3/last.safetensors"
+  timeout "$(left $((END - 20)))" $PY benchmarks/bundled_accuracy.py --model "$s3model" --device "$DEVICE" \
+    --sequences "${ACC_SEQ:-10}" --json "$R/accuracy_stage3.json" > "$R/accuracy_stage3.txt" 2>&1 &
+  acc3=$!
+  timeout "$(left $((END - 20)))" $PY benchmarks/bundled_accuracy.py --model bundled --device "$DEVICE" \
+    --sequences "${ACC_SEQ:-10}" --json "$R/accuracy_stage2.json" > "$R/accuracy_stage2.txt" 2>&1
+  wait $acc3
+  stamp "accuracy done"
+fi
 wait "${pids[@]}"
 stamp "Table II done"
 

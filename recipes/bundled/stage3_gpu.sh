@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Stage 3 of the bundled model, on a GPU: more iterations from the shipped
+# (stage-2) model on freshly rendered synthetic embryos, with mixed precision.
+#
+#   bash recipes/bundled/stage3_gpu.sh            # STEP=all DATA=data/bundled3 OUT=runs/bundled3
+#   STEP=data  bash recipes/bundled/stage3_gpu.sh # only render the data (CPU, JOBS processes at once)
+#   STEP=train bash recipes/bundled/stage3_gpu.sh # only train (data rendered before)
+#
+# Data: JOBS sets of SEQ one-plane time-lapses (seeds 6000 + i) and JOBS/3 sets
+# of SEQ/2 five-plane ones (seeds 7000 + i), 30 frames each, 2 to 8 cells; the
+# validation set is train.sh's (seed 3000). Every step is seeded; training
+# resumes from OUT/last.safetensors when run again.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+STEP=${STEP:-all}
+DATA=${DATA:-data/bundled3}
+OUT=${OUT:-runs/bundled3}
+INIT=${INIT:-src/napari_amodal/models/bundled.safetensors}
+ITERATIONS=${ITERATIONS:-1600}
+BATCH=${BATCH:-4}
+DEVICE=${DEVICE:-cuda}
+JOBS=${JOBS:-10}
+SEQ=${SEQ:-8}
+FRAMES=${FRAMES:-30}
+WORKERS=${WORKERS:-3}
+NA=${NAPARI_AMODAL:-napari-amodal}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} OMP_WAIT_POLICY=PASSIVE
+
+if [ "$STEP" = all ] || [ "$STEP" = data ]; then
+  pids=()
+  render() { [ -f "$1/annotations.json" ] || $NA -q synth embryo "$@" --start-cells 2 & pids+=($!); }
+  for i in $(seq 0 $((JOBS - 1))); do render "$DATA/p1_$i" --sequences "$SEQ" --frames "$FRAMES" --seed $((6000 + i)); done
+  for i in $(seq 0 $((JOBS / 3 - 1))); do
+    render "$DATA/p5_$i" --sequences $((SEQ / 2 > 0 ? SEQ / 2 : 1)) --frames "$FRAMES" --planes 5 --seed $((7000 + i))
+  done
+  render "$DATA/val" --sequences 6 --frames 20 --seed 3000
+  for p in "${pids[@]}"; do wait "$p"; done  # fails (set -e) if any render failed
+  echo "data: $(ls -d "$DATA"/p*_* | wc -l) sets in $DATA"
+fi
+
+if [ "$STEP" = all ] || [ "$STEP" = train ]; then
+  $NA train --config recipes/bundled/config.json --data "$DATA"/p*_*/annotations.json \
+    --val "$DATA/val/annotations.json" --out "$OUT" --init "$INIT" --iterations "$ITERATIONS" \
+    --batch-size "$BATCH" --lr 0.01 --val-every 400 --checkpoint-every 100 --workers "$WORKERS" \
+    --device "$DEVICE" --seed 2
+fi
