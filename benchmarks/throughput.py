@@ -128,8 +128,8 @@ def main(argv=None) -> None:
         rows = [_sub("config", "lean", "vq_refine", n, d), _sub("config", "lean", "fcn", n, d),
                 _sub("config", "paper", "vq_refine", max(2, n // 3), d)]
         for r in rows:
-            print(f"{r['config']:6s} {r['head']:10s} {r['fps']:6.2f} frames/s  ({r['cells_per_frame']:.0f} cells/frame, "
-                  f"peak {r['peak_mb']:.0f} MB{_gpu(r)})")
+            print(f"{r['config']:6s} {r['head']:10s} {r['fps']:6.2f} frames/s  "
+                  f"({r['cells_per_frame']:.0f} cells/frame, peak {r['peak_mb']:.0f} MB{_gpu(r)})")
         vq, fcn, paper = rows
         print(f"shape-code head cost over fcn: {100 * (fcn['fps'] / vq['fps'] - 1):+.1f} %  (target <= +15 %)")
         print(f"lean / paper frames/s: {vq['fps'] / paper['fps']:.1f}x  (target >= 10x)")

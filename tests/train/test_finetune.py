@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+import torch
 from tiny import save_untrained
 
 from napari_amodal import project as core
@@ -193,3 +194,19 @@ def test_replay_rendering_can_stop_between_sequences_and_continue(tmp_path):
     for g, w in zip(got, want):
         assert g.file_name == w.file_name and g.frame == w.frame
         assert (g.masks == w.masks).all()
+
+
+@pytest.mark.parametrize("norm_stats", ["update", "frozen"])
+def test_norm_stats_frozen_keeps_the_batch_norm_statistics_of_the_start(tmp_path, init, norm_stats):
+    _, final = drain(finetune(init, [COCO], tmp_path / "run", **{**FAST, "iterations": 3, "val_fraction": 0.0},
+                              norm_stats=norm_stats, validate_before=False))
+    start, _, _ = load_checkpoint(init)
+    end, _, _ = load_checkpoint(final)
+    stats = [k for k in start if k.endswith(("running_mean", "running_var"))]
+    assert stats  # the tiny model has batch-norm layers
+    moved = [k for k in stats if not torch.equal(start[k], end[k])]
+    weights_moved = [k for k in start if k.endswith(".weight") and not torch.equal(start[k], end[k])]
+    assert weights_moved  # it trained in both cases
+    assert (moved == []) == (norm_stats == "frozen")
+    with pytest.raises(FinetuneError, match="norm_stats"):
+        next(finetune(init, [COCO], tmp_path / "bad", **FAST, norm_stats="sometimes"))

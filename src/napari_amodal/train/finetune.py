@@ -44,7 +44,7 @@ TRAIN_CHOICES = ("heads", "all", "refit_vqvae")
 # Defaults of the widget, the CLI and the domain-shift benchmark: the best trade-off
 # measured there (docs/benchmarks.md, "Domain shift and fine-tuning", run 4).
 DEFAULTS = {"iterations": 250, "lr": 0.002, "train": "all", "synthetic_replay": 40, "replay_fraction": 0.5,
-            "anchor": 0.0}
+            "anchor": 0.0, "norm_stats": "update"}
 SHAPE_PREFIX = "roi_heads.mask_branch.shape_model."
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -304,6 +304,7 @@ def finetune(
     replay_fraction: float = DEFAULTS["replay_fraction"],
     synthetic_replay: int = 0,
     anchor: float = DEFAULTS["anchor"],
+    norm_stats: str = DEFAULTS["norm_stats"],
     seed: int = 0,
     name: str | None = None,
     batch_size: int = 2,
@@ -328,6 +329,8 @@ def finetune(
             bundled model was trained on) into ``out_dir/data/synthetic`` and replay them.
         anchor: pull the trained weights toward the starting ones (L2-SP: adds
             ``anchor / 2 * |w - w_start|^2`` to the loss; 0: off), against forgetting.
+        norm_stats: ``update`` (batch-norm running statistics re-estimated from the
+            fine-tuning batches) or ``frozen`` (kept from ``init``), against forgetting.
         name: also save the result as ``user_model_dir()/NAME.safetensors``.
         val_every: validate every N iterations (0: at the end only); the best model wins.
         resume: continue from ``out_dir/last.safetensors`` of an earlier (stopped) run.
@@ -360,6 +363,8 @@ def finetune(
     if anchor < 0 or lr * anchor > 1.0:
         raise FinetuneError(f"need anchor >= 0 and learning rate x anchor <= 1 (got anchor {anchor}, lr {lr}): "
                             "a stronger pull makes training oscillate")
+    if norm_stats not in ("update", "frozen"):
+        raise FinetuneError(f"norm_stats must be 'update' or 'frozen', got {norm_stats!r}")
     if synthetic_replay < 0 or not 0.0 <= replay_fraction <= 1.0:
         raise FinetuneError(f"need synthetic_replay >= 0 and 0 <= replay_fraction <= 1 "
                             f"(got {synthetic_replay}, {replay_fraction})")
@@ -403,7 +408,7 @@ def finetune(
     summary = {"init": str(init_path), "data": [str(d) for d in data], "train": train, "iterations": iterations,
                "lr": lr, "n_train": prepared.n_train, "n_val": prepared.n_val,
                "replay": [str(r) for r in replay], "replay_fraction": replay_fraction if replay else 0.0,
-               "anchor": anchor, "before": None, "after": None}
+               "anchor": anchor, "norm_stats": norm_stats, "before": None, "after": None}
 
     if validate_before and val_sources:
         model, _, _ = load_model(init_path, device)
@@ -424,7 +429,7 @@ def finetune(
     settings = TrainSettings(
         iterations=iterations, batch_size=batch_size, lr=lr, warmup=min(50, iterations // 10),
         checkpoint_every=max(1, min(100, iterations // 4 or 1)), val_every=val_every, seed=seed,
-        device=device, trainable="all" if train == "all" else "heads", anchor=anchor,
+        device=device, trainable="all" if train == "all" else "heads", anchor=anchor, norm_stats=norm_stats,
     )
     gen = train_detector(config, [prepared.train], out, settings, val_sources=val_sources, init=start_from,
                          resume=resume, replay_sources=list(replay) if replay else None,

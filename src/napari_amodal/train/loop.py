@@ -54,6 +54,10 @@ class TrainSettings:
     # fine-tuning against forgetting (L2-SP, Li et al. 2018): adds anchor/2 * |w - w_start|^2
     # over the trained weights to the loss, pulling them back toward the starting model
     anchor: float = 0.0
+    # batch-norm running statistics: "update" (re-estimated from the training batches) or "frozen"
+    # (kept from the starting model; fine-tuning on a few frames of a new style would otherwise move
+    # them to that style and shift every layer's features for the images the model knew)
+    norm_stats: str = "update"
 
 
 @dataclass
@@ -271,7 +275,9 @@ def train_detector(
             for it in range(start, s.iterations):
                 t0 = time.time()
                 model.train()
-                if s.trainable == "heads":  # a frozen backbone keeps its normalisation statistics too
+                if s.norm_stats == "frozen":
+                    freeze_norms(model)
+                elif s.trainable == "heads":  # a frozen backbone keeps its normalisation statistics too
                     freeze_norms(model.backbone.body)
                 images, targets = next(data)
                 images = [im.to(device, non_blocking=True) for im in images]
