@@ -41,11 +41,10 @@ from .loop import TrainEvent
 log = logging.getLogger(__name__)
 
 TRAIN_CHOICES = ("heads", "all", "refit_vqvae")
-# Defaults of the widget, the CLI and the domain-shift benchmark: the best trade-off
-# measured there (docs/benchmarks.md, "Domain shift and fine-tuning", run 4).
-# chosen on benchmarks/domain_shift.py (docs/benchmarks.md, runs 10-24): with these, 20 corrected frames
-# and under 10 CPU minutes gained 0.148-0.167 AP on a style the model handled poorly (0.27) and lost at
-# most 0.012 on the original style, over three fine-tuning seeds
+# Defaults of the widget, the CLI and the domain-shift benchmark, chosen there (docs/benchmarks.md,
+# "Domain shift and fine-tuning", runs 10-24): with these, 20 corrected frames and under 10 CPU minutes
+# gained 0.148-0.167 AP on a style the model handled poorly (0.27) and lost at most 0.012 on the
+# original style, over three fine-tuning seeds.
 DEFAULTS = {"iterations": 250, "lr": 0.002, "train": "all", "synthetic_replay": 120, "replay_fraction": 0.5,
             "anchor": 1.0, "norm_stats": "update"}
 SHAPE_PREFIX = "roi_heads.mask_branch.shape_model."
