@@ -118,13 +118,19 @@ def main(argv=None) -> dict:
     ap.add_argument("--shift", nargs="*", default=[], metavar="KEY=VALUE",
                     help="change fields of the shifted style, e.g. um_per_px=0.75")
     args = ap.parse_args(argv)
-    for item in args.shift:
-        key, sep, value = item.partition("=")
+    if args.shift:
         from napari_amodal.data.embryo import EmbryoStyle
 
-        if not sep or key not in EmbryoStyle.__dataclass_fields__:
-            raise SystemExit(f"--shift {item!r}: expected KEY=VALUE with KEY a field of EmbryoStyle")
-        SHIFT[key] = float(value)
+        example = EmbryoStyle.sample(np.random.default_rng(0))
+    for item in args.shift:
+        key, sep, value = item.partition("=")
+        kind = type(getattr(example, key, None))
+        if not sep or kind not in (int, float):
+            raise SystemExit(f"--shift {item!r}: expected KEY=VALUE with KEY a number field of EmbryoStyle")
+        try:
+            SHIFT[key] = kind(value)
+        except ValueError:
+            raise SystemExit(f"--shift {item!r}: {key} takes a{'n integer' if kind is int else ' number'}") from None
 
     import torch
 

@@ -23,7 +23,14 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 @pytest.mark.parametrize("head", ["fcn", "vq_refine"])
-def test_amp_training_on_cuda_gives_finite_losses_and_a_cpu_loadable_model(tmp_path, head):
+def test_amp_training_on_cuda_gives_finite_losses_and_a_cpu_loadable_model(tmp_path, head, monkeypatch):
+    autocast, enabled = torch.autocast, []
+
+    def spy(*args, **kwargs):  # records whether the training step ran under mixed precision
+        enabled.append(kwargs.get("enabled", True))
+        return autocast(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "autocast", spy)
     settings = TrainSettings(iterations=4, batch_size=2, lr=0.005, warmup=1, checkpoint_every=2, device="cuda",
                              amp=True)
     init = save_untrained(tmp_path / "init.safetensors", tiny_config(head))  # vq_refine: with a random shape prior
@@ -31,6 +38,7 @@ def test_amp_training_on_cuda_gives_finite_losses_and_a_cpu_loadable_model(tmp_p
     rows = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if "loss" in r]
     assert len(losses) == 4 and all(math.isfinite(x) for x in losses)
+    assert any(enabled)  # autocast was on for the steps
     frames = Segmenter.load(final, device="cpu")(tifffile.imread(sample_path(EMBRYO_STACK))[:1])
     assert frames[0].shape == (500, 500)
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Stage 3 of the bundled model, on a GPU: more iterations from the shipped
-# (stage-2) model on freshly rendered synthetic embryos, with mixed precision.
+# Stage 3 of the bundled model, on a GPU: more iterations from the stage-2 model
+# (INIT, required) on freshly rendered synthetic embryos, with mixed precision.
+# train.sh runs it with INIT = the installed stage-2 file (float16, as shipped).
 #
-#   bash recipes/bundled/stage3_gpu.sh            # STEP=all DATA=data/bundled3 OUT=runs/bundled3
+#   INIT=MODEL bash recipes/bundled/stage3_gpu.sh  # STEP=all DATA=data/bundled3 OUT=runs/bundled3
 #   STEP=data  bash recipes/bundled/stage3_gpu.sh # only render the data (CPU, JOBS processes at once)
 #   STEP=train bash recipes/bundled/stage3_gpu.sh # only train (data rendered before)
 #
@@ -15,7 +16,7 @@ cd "$(dirname "$0")/../.."
 STEP=${STEP:-all}
 DATA=${DATA:-data/bundled3}
 OUT=${OUT:-runs/bundled3}
-INIT=${INIT:-src/napari_amodal/models/bundled.safetensors}
+INIT=${INIT:-}
 ITERATIONS=${ITERATIONS:-1600}
 BATCH=${BATCH:-4}
 DEVICE=${DEVICE:-cuda}
@@ -39,6 +40,7 @@ if [ "$STEP" = all ] || [ "$STEP" = data ]; then
 fi
 
 if [ "$STEP" = all ] || [ "$STEP" = train ]; then
+  [ -n "$INIT" ] || { echo "INIT=MODEL is needed: the model to continue from (stage 2)" >&2; exit 2; }
   $NA train --config recipes/bundled/config.json --data "$DATA"/p*_*/annotations.json \
     --val "$DATA/val/annotations.json" --out "$OUT" --init "$INIT" --iterations "$ITERATIONS" \
     --batch-size "$BATCH" --lr 0.01 --val-every 400 --checkpoint-every 100 --workers "$WORKERS" \

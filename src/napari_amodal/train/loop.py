@@ -211,6 +211,8 @@ def train_detector(
     if s.anchor < 0 or s.lr * s.anchor > 1.0:
         # lr x anchor above ~3.8 makes the pull itself oscillate and diverge (momentum 0.9); 1 keeps it tame
         raise ValueError(f"anchor must be >= 0 and lr x anchor <= 1 (got anchor {s.anchor}, lr {s.lr})")
+    if s.norm_stats not in ("update", "frozen"):
+        raise ValueError(f"norm_stats must be 'update' or 'frozen', got {s.norm_stats!r}")
     # the starting weights (before any resume: a resumed run keeps pulling toward the same start)
     start_weights = [p.detach().clone() for p in params] if s.anchor > 0 else None
     opt = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
