@@ -157,10 +157,11 @@ def main(argv=None) -> dict:
     print(f"before: shifted AP {before['shifted']['AP']:.4f}, original AP {before['original']['AP']:.4f}", flush=True)
 
     t1 = time.time()
+    tune_seed = args.seed if args.tune_seed is None else args.tune_seed
     gen = finetune(args.model, [train_json], out / "run", iterations=args.iterations, lr=args.lr, train=args.train,
                    device=device, val_fraction=0.0, synthetic_replay=args.replay_frames,
                    replay_fraction=args.replay_fraction, anchor=args.anchor, norm_stats=args.norm_stats,
-                   seed=args.seed if args.tune_seed is None else args.tune_seed, validate_before=False)
+                   seed=tune_seed, validate_before=False)
     done, model, stopped = 0, None, False
     try:
         while True:
@@ -189,7 +190,7 @@ def main(argv=None) -> dict:
                     "cpus": os.cpu_count(), "torch": torch.__version__, "device": device,
                     "threads": torch.get_num_threads()},
         "model": str(args.model), "finetuned": str(model), "shift": SHIFT,
-        "settings": {"tune_seed": args.seed if args.tune_seed is None else args.tune_seed, "train": args.train,
+        "settings": {"tune_seed": tune_seed, "train": args.train,
                      "lr": args.lr, "iterations": args.iterations, "anchor": args.anchor,
                      "norm_stats": args.norm_stats, "replay_frames": args.replay_frames,
                      "replay_fraction": args.replay_fraction},

@@ -65,19 +65,8 @@ stamp "data rendered"
 # the vq variants share one shape VQ-VAE: train it once, before they start side by side
 if [[ " $VARIANTS " == *" vq"* ]] && [ ! -f "$WORK/t2/shape-vq.safetensors" ]; then
   stamp "training the shape VQ-VAE"
-  OMP_NUM_THREADS=1 timeout "$(left 300)" $PY - "$WORK/t2" "$DEVICE" > "$R/t2_shape_vq.txt" 2>&1 <<'EOF'
-import sys
-from pathlib import Path
-
-sys.path.insert(0, "benchmarks")
-from shapes_table2 import shapes_config  # noqa: E402
-
-from napari_amodal.train.shape import train_shape_model  # noqa: E402
-
-out = Path(sys.argv[1])  # the call shapes_table2.py makes (with its defaults: 2000 iterations, seed 0)
-train_shape_model(shapes_config("vq", False), [out / "data" / "train.json"], out / "shape-vq.safetensors",
-                  iterations=2000, seed=0, device=sys.argv[2])
-EOF
+  OMP_NUM_THREADS=1 timeout "$(left 300)" $PY benchmarks/shapes_table2.py --out "$WORK/t2" --device "$DEVICE" \
+    --n-train "$T2_TRAIN" --n-test "$T2_TEST" --only vq --shape-models-only > "$R/t2_shape_vq.txt" 2>&1
   stamp "shape VQ-VAE rc $?"
 fi
 pids=()
@@ -111,13 +100,6 @@ cp "$WORK/t2/table2.json" "$R/" 2>/dev/null
 cp "$WORK/s3/log.jsonl" "$R/s3_log.jsonl" 2>/dev/null
 for v in $VARIANTS; do cp "$WORK/t2/$v/log.jsonl" "$R/t2_${v}_log.jsonl" 2>/dev/null; done
 # the stage-3 weights as float16 (as shipped), for installing if they do better
-[ -f "$WORK/s3/model.safetensors" ] && $PY - "$WORK/s3/model.safetensors" "$R/stage3_fp16.safetensors" <<'EOF'
-import sys
-
-from napari_amodal.train.checkpoint import load_checkpoint, save_checkpoint
-
-tensors, config, extra = load_checkpoint(sys.argv[1])
-half = {k: (v.half() if v.is_floating_point() else v) for k, v in tensors.items() if not k.startswith("__")}
-save_checkpoint(sys.argv[2], half, config, {**extra, "stored_dtype": "float16"})
-EOF
+[ -f "$WORK/s3/model.safetensors" ] && $PY recipes/bundled/install.py --float16 "$WORK/s3/model.safetensors" \
+  "$R/stage3_fp16.safetensors"
 stamp "end"

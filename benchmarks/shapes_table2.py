@@ -60,6 +60,8 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--workers", type=int, default=0, help="data loader processes (default 0: in the main process)")
     ap.add_argument("--only", nargs="*", help="run only these variants")
+    ap.add_argument("--shape-models-only", action="store_true",
+                    help="train the shape models the variants need, then stop (before variants share them)")
     args = ap.parse_args(argv)
 
     import torch
@@ -93,7 +95,11 @@ def main(argv=None) -> None:
                 print(f"{name}: training the shape model", flush=True)
                 train_shape_model(config, train, shape_path, iterations=args.shape_iterations, seed=args.seed,
                                   device=device)
+            if args.shape_models_only:
+                continue
             shape_model = load_shape_model(shape_path, config)
+        elif args.shape_models_only:
+            continue
         print(f"{name}: training {args.iterations} iterations, batch {args.batch_size}", flush=True)
         t0 = time.time()
         settings = TrainSettings(iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
@@ -107,7 +113,7 @@ def main(argv=None) -> None:
         r = evaluate_frames(gts, preds, read_amodal(test)[1])
         entry = {"AP": r["AP"], "AP50": r["AP50"], "AP75": r["AP75"], "train_seconds": round(time.time() - t0),
                  "iterations": args.iterations, "batch_size": args.batch_size, "seed": args.seed, "device": device,
-                 "mixed_precision": device.startswith("cuda")}
+                 "mixed_precision": settings.amp and device.startswith("cuda")}
         results = json.loads(table.read_text()) if table.exists() else {}  # re-read: another process may have written
         results[name] = entry
         atomic_write_text(table, json.dumps(results, indent=2))

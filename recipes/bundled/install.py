@@ -2,6 +2,8 @@
 
     python recipes/bundled/install.py runs/bundled [runs/bundled2 ...]
 
+    python recipes/bundled/install.py --float16 SRC DEST   # only convert a checkpoint
+
 With several run folders (training stages, each started from the one before),
 the model of the last one is shipped and the logs of all are kept. Writes
 src/napari_amodal/models/bundled.safetensors (weights stored as float16 to stay
@@ -31,12 +33,21 @@ def stage_log(run: Path, stage: int) -> list[str]:
     return [rows[k] for k in sorted(rows)]
 
 
+def float16_weights(tensors: dict) -> dict:
+    """The checkpoint's weights with floating-point tensors stored as float16."""
+    return {k: (v.half() if v.is_floating_point() else v) for k, v in tensors.items() if not k.startswith("__")}
+
+
+def save_float16(src: str, dest: str) -> None:
+    """Write checkpoint ``src`` with float16 weights to ``dest`` (as shipped; nothing installed)."""
+    tensors, config, extra = load_checkpoint(src)
+    save_checkpoint(dest, float16_weights(tensors), config, {**extra, "stored_dtype": "float16"})
+
+
 def main(run_dirs: list[str]) -> None:
     runs = [Path(r) for r in run_dirs]
     tensors, config, extra = load_checkpoint(runs[-1] / "model.safetensors")
-    weights = {
-        k: (v.half() if v.is_floating_point() else v) for k, v in tensors.items() if not k.startswith("__")
-    }
+    weights = float16_weights(tensors)
     shape_json = next((r / "shape.json" for r in runs if (r / "shape.json").exists()), None)
     shape_meta = json.loads(shape_json.read_text()) if shape_json else {}
     extra = {
@@ -60,4 +71,7 @@ def main(run_dirs: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["runs/bundled"])
+    if sys.argv[1:2] == ["--float16"]:  # install.py --float16 SRC DEST
+        save_float16(*sys.argv[2:4])
+    else:
+        main(sys.argv[1:] or ["runs/bundled"])
