@@ -4,12 +4,20 @@
 
     python recipes/bundled/install.py --float16 SRC DEST   # only convert a checkpoint
 
+    python recipes/bundled/install.py --restamp   # re-apply the recipe's inference settings
+                                                  # to the shipped file (weights untouched)
+
 With several run folders (training stages, each started from the one before),
 the model of the last one is shipped and the logs of all are kept. Writes
 src/napari_amodal/models/bundled.safetensors (weights stored as float16 to stay
 under the 32 MB budget; they load into float32), its SHA-256 in bundled.sha256,
 and the training log beside it as bundled_training_log.jsonl (one line per
 iteration and validation, with a ``stage`` field: 1, 2, ...).
+
+The shipped config takes its inference-only settings (``INFERENCE_FIELDS``: score and
+NMS thresholds, detections per frame, proposals at test time, test-time box
+refinement) from recipes/bundled/config.json, whatever the checkpoint was trained
+with: they change no weight, only how the model is run.
 """
 
 import json
@@ -21,6 +29,18 @@ from napari_amodal.models import BUNDLED_DIR
 from napari_amodal.train.checkpoint import load_checkpoint, save_checkpoint, sha256
 
 LIMIT_MB = 32
+RECIPE_CONFIG = Path(__file__).with_name("config.json")
+INFERENCE_FIELDS = (
+    "box_score_thresh", "box_nms_thresh", "box_detections_per_img", "box_refine_steps",
+    "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test",
+)
+
+
+def with_recipe_inference(config: dict) -> dict:
+    """``config`` (a checkpoint's ``{"model": ..., ...}``) with the recipe's inference-only fields."""
+    recipe = json.loads(RECIPE_CONFIG.read_text())
+    model = {**config["model"], **{k: recipe[k] for k in INFERENCE_FIELDS if k in recipe}}
+    return {**config, "model": model}
 
 
 def stage_log(run: Path, stage: int) -> list[str]:
@@ -47,6 +67,7 @@ def save_float16(src: str, dest: str) -> None:
 def main(run_dirs: list[str]) -> None:
     runs = [Path(r) for r in run_dirs]
     tensors, config, extra = load_checkpoint(runs[-1] / "model.safetensors")
+    config = with_recipe_inference(config)
     weights = float16_weights(tensors)
     shape_json = next((r / "shape.json" for r in runs if (r / "shape.json").exists()), None)
     shape_meta = json.loads(shape_json.read_text()) if shape_json else {}
@@ -70,8 +91,25 @@ def main(run_dirs: list[str]) -> None:
     print(f"{dest}: {dest.stat().st_size / 2**20:.1f} MiB, sha256 {digest[:16]}...")
 
 
+def restamp() -> None:
+    """Rewrite the shipped model with the recipe's inference settings; weights and log unchanged."""
+    path = BUNDLED_DIR / "bundled.safetensors"
+    tensors, config, extra = load_checkpoint(path)
+    new = with_recipe_inference(config)
+    changed = {k: (config["model"].get(k), v) for k, v in new["model"].items() if config["model"].get(k) != v}
+    if not changed:
+        print(f"{path}: already has the recipe's inference settings")
+        return
+    dest = save_checkpoint(path, tensors, new, extra)
+    digest = sha256(dest)
+    atomic_write_text(BUNDLED_DIR / "bundled.sha256", f"{digest}  bundled.safetensors\n")
+    print(f"{dest}: inference settings {changed} (old -> new), sha256 {digest[:16]}...")
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--float16"]:  # install.py --float16 SRC DEST
         save_float16(*sys.argv[2:4])
+    elif sys.argv[1:] == ["--restamp"]:
+        restamp()
     else:
         main(sys.argv[1:] or ["runs/bundled"])

@@ -169,3 +169,33 @@ def test_masks_for_given_boxes_have_image_size_and_follow_the_boxes():
     # pasted masks live inside their boxes only
     assert masks[0, :, 60:].abs().sum() == 0 and masks[1, 50:, :].abs().sum() == 0
     assert model.training  # the model's mode is restored
+
+
+def test_box_refine_steps_reapply_the_box_head_to_detections():
+    """Test-time iterative box regression: same detections and scores, boxes regressed once
+    more by the box head for their class, masks predicted in the refined boxes."""
+    torch.manual_seed(0)
+    model = build_model(_config("fcn").replace(box_score_thresh=0.0)).eval()
+    image, _ = two_cell_sample(SIZE)  # SIZE x SIZE: the transform does not resize it
+    with torch.no_grad():
+        plain = model([image])[0]
+        images, _ = model.transform([image])
+        features = model.backbone(images.tensors)
+        expected = model.roi_heads.refine_boxes(features, [plain["boxes"]], [plain["labels"]], images.image_sizes)[0]
+        model.roi_heads.box_refine_steps = 1
+        refined = model([image])[0]
+    assert len(plain["boxes"]) > 0
+    torch.testing.assert_close(refined["scores"], plain["scores"])
+    torch.testing.assert_close(refined["labels"], plain["labels"])
+    torch.testing.assert_close(refined["boxes"], expected)
+    assert not torch.allclose(refined["boxes"], plain["boxes"])  # the untrained head moves them
+    assert (refined["boxes"] >= 0).all() and (refined["boxes"] <= SIZE).all()
+    assert refined["masks"].shape == plain["masks"].shape
+
+
+def test_box_refine_steps_in_config():
+    cfg = get_config("lean")
+    assert cfg.box_refine_steps == 0  # torchvision's behaviour unless a config asks
+    assert build_model(cfg.replace(box_refine_steps=2, min_size=SIZE, max_size=SIZE)).roi_heads.box_refine_steps == 2
+    with pytest.raises(ValueError, match="box_refine_steps"):
+        cfg.replace(box_refine_steps=-1)

@@ -122,6 +122,7 @@ def build_roi_heads(config: ModelConfig, in_channels: int, mask_branch: MaskBran
         config.box_detections_per_img,
         mask_roi_pool=MultiScaleRoIAlign(names, output_size=mask_branch.roi_size, sampling_ratio=2),
         mask_branch=mask_branch,
+        box_refine_steps=config.box_refine_steps,
     )
 
 

@@ -50,6 +50,7 @@ class ModelConfig:
     box_score_thresh: float = 0.05
     box_nms_thresh: float = 0.5
     box_detections_per_img: int = 100
+    box_refine_steps: int = 0  # inference: passes of the box head over its own detections (0: torchvision's)
     # amodal mask slot
     mask_head: str = "vq_refine"  # one of MASK_HEADS
     mask_size: int = 64  # M: VQ-VAE/VAE mask side; code grid M/8; RoI features M/4 (fcn: 14 -> 28)
@@ -73,6 +74,8 @@ class ModelConfig:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
         if self.mask_size % 8:
             raise ValueError(f"mask_size must be a multiple of 8, got {self.mask_size}")
+        if self.box_refine_steps < 0:
+            raise ValueError(f"box_refine_steps must be >= 0, got {self.box_refine_steps}")
         if self.num_classes < 2:
             raise ValueError("num_classes counts the background: use >= 2")
 

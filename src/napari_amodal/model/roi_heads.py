@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
-from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops import MultiScaleRoIAlign, clip_boxes_to_image
 
 from .mask_heads import MaskBranch
 
@@ -26,13 +26,41 @@ class AmodalRoIHeads(RoIHeads):
     mask branch's losses (computed on positive proposals). Eval returns per image
     ``boxes (N, 4)``, ``labels (N,)``, ``scores (N,)``, ``masks (N, 1, m, m)`` probabilities
     in box coordinates, and no losses.
+
+    ``box_refine_steps`` (eval only): after post-processing, the detected boxes go through
+    the box head again this many times and are replaced by its regression for their class
+    (iterative box regression at test time, as in Gidaris & Komodakis 2015 and Cascade
+    R-CNN). Scores, labels and the NMS result stay those of the first pass; masks are
+    predicted in the refined boxes. 0 is torchvision's behaviour.
     """
 
-    def __init__(self, *args, mask_roi_pool: MultiScaleRoIAlign, mask_branch: MaskBranch, **kwargs) -> None:
+    def __init__(
+        self, *args, mask_roi_pool: MultiScaleRoIAlign, mask_branch: MaskBranch, box_refine_steps: int = 0, **kwargs
+    ) -> None:
         super().__init__(*args, **kwargs)
         # torchvision's has_mask() stays False (no mask_head/mask_predictor): the slot is mask_branch.
         self.mask_roi_pool = mask_roi_pool
         self.mask_branch = mask_branch
+        if box_refine_steps < 0:
+            raise ValueError(f"box_refine_steps must be >= 0, got {box_refine_steps}")
+        self.box_refine_steps = int(box_refine_steps)
+
+    def refine_boxes(
+        self,
+        features: dict[str, Tensor],
+        boxes: list[Tensor],
+        labels: list[Tensor],
+        image_shapes: list[tuple[int, int]],
+    ) -> list[Tensor]:
+        """One pass of the box head over detections: per image ``(N, 4)`` boxes (x1, y1, x2, y2,
+        pixels of the resized image) regressed for their ``labels (N,)``, clipped to the image."""
+        counts = [len(b) for b in boxes]
+        if sum(counts) == 0:
+            return boxes
+        _, box_regression = self.box_predictor(self.box_head(self.box_roi_pool(features, boxes, image_shapes)))
+        decoded = self.box_coder.decode(box_regression, boxes).reshape(sum(counts), -1, 4)
+        picked = decoded[torch.arange(len(decoded), device=decoded.device), torch.cat(labels)]
+        return [clip_boxes_to_image(b, shape) for b, shape in zip(picked.split(counts), image_shapes)]
 
     def forward(
         self,
@@ -60,6 +88,8 @@ class AmodalRoIHeads(RoIHeads):
             return [], losses
 
         boxes, scores, labels = self.postprocess_detections(class_logits, box_regression, proposals, image_shapes)
+        for _ in range(self.box_refine_steps):
+            boxes = self.refine_boxes(features, boxes, labels, image_shapes)
         outputs = self.mask_branch(self.mask_roi_pool(features, boxes, image_shapes))
         masks = self.mask_branch.predict(outputs, labels)
         result = [
