@@ -14,10 +14,12 @@ under the 32 MB budget; they load into float32), its SHA-256 in bundled.sha256,
 and the training log beside it as bundled_training_log.jsonl (one line per
 iteration and validation, with a ``stage`` field: 1, 2, ...).
 
-The shipped config takes its inference-only settings (``INFERENCE_FIELDS``: score and
-NMS thresholds, detections per frame, proposals at test time, test-time box
-refinement) from recipes/bundled/config.json, whatever the checkpoint was trained
-with: they change no weight, only how the model is run.
+The shipped config takes the inference-only settings in recipes/bundled/inference.json
+(any of ``INFERENCE_FIELDS``: score and NMS thresholds, detections per frame,
+proposals at test time, test-time box refinement) over those the checkpoint was
+trained with: they change no weight, only how the model is run. They are kept out of
+config.json so that training (and its choice of the best checkpoint by validation AP)
+stays as it was when the shipped weights were made.
 """
 
 import json
@@ -29,7 +31,7 @@ from napari_amodal.models import BUNDLED_DIR
 from napari_amodal.train.checkpoint import load_checkpoint, save_checkpoint, sha256
 
 LIMIT_MB = 32
-RECIPE_CONFIG = Path(__file__).with_name("config.json")
+RECIPE_INFERENCE = Path(__file__).with_name("inference.json")
 INFERENCE_FIELDS = (
     "box_score_thresh", "box_nms_thresh", "box_detections_per_img", "box_refine_steps",
     "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test",
@@ -38,8 +40,11 @@ INFERENCE_FIELDS = (
 
 def with_recipe_inference(config: dict) -> dict:
     """``config`` (a checkpoint's ``{"model": ..., ...}``) with the recipe's inference-only fields."""
-    recipe = json.loads(RECIPE_CONFIG.read_text())
-    model = {**config["model"], **{k: recipe[k] for k in INFERENCE_FIELDS if k in recipe}}
+    recipe = json.loads(RECIPE_INFERENCE.read_text())
+    unknown = set(recipe) - set(INFERENCE_FIELDS)
+    if unknown:
+        raise SystemExit(f"{RECIPE_INFERENCE}: not inference-only settings: {sorted(unknown)}; nothing installed")
+    model = {**config["model"], **recipe}
     return {**config, "model": model}
 
 

@@ -49,5 +49,6 @@ python recipes/bundled/install.py "$OUT" "$OUT2"
 DATA="${DATA}3" OUT="$OUT3" INIT=src/napari_amodal/models/bundled.safetensors DEVICE="${DEVICE3:-auto}" \
   NAPARI_AMODAL="$NA" bash recipes/bundled/stage3_gpu.sh
 
-# 6. ship it: weights + config + checksum + all stages' training logs into the package
+# 6. ship it: weights + config (with the inference-only settings of inference.json) +
+#    checksum + all stages' training logs into the package
 python recipes/bundled/install.py "$OUT" "$OUT2" "$OUT3"

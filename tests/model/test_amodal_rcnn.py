@@ -175,22 +175,55 @@ def test_box_refine_steps_reapply_the_box_head_to_detections():
     """Test-time iterative box regression: same detections and scores, boxes regressed once
     more by the box head for their class, masks predicted in the refined boxes."""
     torch.manual_seed(0)
-    model = build_model(_config("fcn").replace(box_score_thresh=0.0)).eval()
+    cfg = _config("fcn", occlusion=False).replace(num_classes=3, box_score_thresh=0.0)
+    model = build_model(cfg).eval()
+    heads = model.roi_heads
     image, _ = two_cell_sample(SIZE)  # SIZE x SIZE: the transform does not resize it
     with torch.no_grad():
         plain = model([image])[0]
+        boxes, labels = plain["boxes"], plain["labels"]
+        # expected, computed without refine_boxes: the box head's regression for each label's column
         images, _ = model.transform([image])
         features = model.backbone(images.tensors)
-        expected = model.roi_heads.refine_boxes(features, [plain["boxes"]], [plain["labels"]], images.image_sizes)[0]
-        model.roi_heads.box_refine_steps = 1
+        _, reg = heads.box_predictor(heads.box_head(heads.box_roi_pool(features, [boxes], images.image_sizes)))
+        expected = torch.stack([
+            heads.box_coder.decode_single(reg[k : k + 1, 4 * lab : 4 * lab + 4], boxes[k : k + 1])[0]
+            for k, lab in enumerate(labels.tolist())
+        ]).clamp(0, SIZE)
+        heads.box_refine_steps = 1
         refined = model([image])[0]
-    assert len(plain["boxes"]) > 0
+        masks = heads.mask_branch.predict(
+            heads.mask_branch(heads.mask_roi_pool(features, [refined["boxes"]], images.image_sizes)), [labels]
+        )[0]
+        # a batch: an image without detections beside the same image with them
+        pair, _ = model.transform([image, image])
+        both = heads.refine_boxes(model.backbone(pair.tensors), [boxes[:0], boxes], [labels[:0], labels],
+                                  pair.image_sizes)
+    assert len(boxes) > 0 and set(labels.tolist()) == {1, 2}  # both classes' columns are exercised
     torch.testing.assert_close(refined["scores"], plain["scores"])
-    torch.testing.assert_close(refined["labels"], plain["labels"])
+    torch.testing.assert_close(refined["labels"], labels)
     torch.testing.assert_close(refined["boxes"], expected)
-    assert not torch.allclose(refined["boxes"], plain["boxes"])  # the untrained head moves them
-    assert (refined["boxes"] >= 0).all() and (refined["boxes"] <= SIZE).all()
-    assert refined["masks"].shape == plain["masks"].shape
+    assert not torch.allclose(refined["boxes"], boxes)  # the untrained head moves them
+    # masks come from the refined boxes (pasted at full size by the transform)
+    pasted = model.transform.postprocess([{"boxes": refined["boxes"], "masks": masks}], images.image_sizes,
+                                         [(SIZE, SIZE)])[0]["masks"]
+    torch.testing.assert_close(refined["masks"], pasted)
+    assert both[0].shape == (0, 4)
+    torch.testing.assert_close(both[1], expected)
+
+
+def test_refined_box_that_would_vanish_keeps_its_place():
+    torch.manual_seed(0)
+    model = build_model(_config("fcn", occlusion=False)).eval()
+    heads = model.roi_heads
+    with torch.no_grad():  # a regression that pushes every box far outside the image
+        heads.box_predictor.bbox_pred.weight.zero_()
+        heads.box_predictor.bbox_pred.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 0.0] + [1000.0, 1000.0, 0.0, 0.0]))
+        features = {k: torch.rand(1, model.backbone.out_channels, SIZE // s, SIZE // s)
+                    for k, s in zip(["0", "1", "2", "3", "pool"], [4, 8, 16, 32, 64])}
+        boxes = torch.tensor([[10.0, 10.0, 50.0, 60.0]])
+        out = heads.refine_boxes(features, [boxes], [torch.tensor([1])], [(SIZE, SIZE)])[0]
+    torch.testing.assert_close(out, boxes)
 
 
 def test_box_refine_steps_in_config():

@@ -53,14 +53,21 @@ class AmodalRoIHeads(RoIHeads):
         image_shapes: list[tuple[int, int]],
     ) -> list[Tensor]:
         """One pass of the box head over detections: per image ``(N, 4)`` boxes (x1, y1, x2, y2,
-        pixels of the resized image) regressed for their ``labels (N,)``, clipped to the image."""
+        pixels of the resized image) regressed for their ``labels (N,)``, clipped to the image;
+        a box that would become empty keeps its old place."""
         counts = [len(b) for b in boxes]
         if sum(counts) == 0:
             return boxes
         _, box_regression = self.box_predictor(self.box_head(self.box_roi_pool(features, boxes, image_shapes)))
         decoded = self.box_coder.decode(box_regression, boxes).reshape(sum(counts), -1, 4)
         picked = decoded[torch.arange(len(decoded), device=decoded.device), torch.cat(labels)]
-        return [clip_boxes_to_image(b, shape) for b, shape in zip(picked.split(counts), image_shapes)]
+        refined = []
+        for old, new, shape in zip(boxes, picked.split(counts), image_shapes):
+            new = clip_boxes_to_image(new, shape)
+            # a box regressed out of the image (or to nothing) keeps its previous place
+            degenerate = ((new[:, 2] - new[:, 0]) < 1e-2) | ((new[:, 3] - new[:, 1]) < 1e-2)
+            refined.append(torch.where(degenerate[:, None], old, new))
+        return refined
 
     def forward(
         self,
