@@ -4,6 +4,8 @@
 
     python recipes/bundled/install.py --float16 SRC DEST   # only convert a checkpoint
 
+    python recipes/bundled/install.py --as-trained RUN...   # as trained, no inference.json
+
     python recipes/bundled/install.py --restamp   # re-apply the recipe's inference settings
                                                   # to the shipped file (weights untouched)
 
@@ -69,10 +71,11 @@ def save_float16(src: str, dest: str) -> None:
     save_checkpoint(dest, float16_weights(tensors), config, {**extra, "stored_dtype": "float16"})
 
 
-def main(run_dirs: list[str]) -> None:
+def main(run_dirs: list[str], inference: bool = True) -> None:
     runs = [Path(r) for r in run_dirs]
     tensors, config, extra = load_checkpoint(runs[-1] / "model.safetensors")
-    config = with_recipe_inference(config)
+    if inference:
+        config = with_recipe_inference(config)
     weights = float16_weights(tensors)
     shape_json = next((r / "shape.json" for r in runs if (r / "shape.json").exists()), None)
     shape_meta = json.loads(shape_json.read_text()) if shape_json else {}
@@ -116,5 +119,7 @@ if __name__ == "__main__":
         save_float16(*sys.argv[2:4])
     elif sys.argv[1:] == ["--restamp"]:
         restamp()
+    elif sys.argv[1:2] == ["--as-trained"]:  # an intermediate stage: no inference settings applied
+        main(sys.argv[2:] or ["runs/bundled"], inference=False)
     else:
         main(sys.argv[1:] or ["runs/bundled"])

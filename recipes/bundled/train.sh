@@ -45,7 +45,7 @@ $NA train --config recipes/bundled/config.json --data "${TRAIN[@]}" --val "$DATA
   --val-every 500 --checkpoint-every 100 --seed 1
 
 # 5. install stage 2 (float16, as shipped), then stage 3 from that file on fresh data
-python recipes/bundled/install.py "$OUT" "$OUT2"
+python recipes/bundled/install.py --as-trained "$OUT" "$OUT2"  # stage 3 validates as stage 2 was made
 DATA="${DATA}3" OUT="$OUT3" INIT=src/napari_amodal/models/bundled.safetensors DEVICE="${DEVICE3:-auto}" \
   NAPARI_AMODAL="$NA" bash recipes/bundled/stage3_gpu.sh
 
