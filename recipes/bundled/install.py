@@ -50,6 +50,15 @@ def with_recipe_inference(config: dict) -> dict:
     return {**config, "model": model}
 
 
+def ship(weights: dict, config: dict, extra: dict) -> tuple[Path, str]:
+    """Write the package's bundled.safetensors and its checksum file; returns (path, sha256)."""
+    BUNDLED_DIR.mkdir(exist_ok=True)
+    dest = save_checkpoint(BUNDLED_DIR / "bundled.safetensors", weights, config, extra)
+    digest = sha256(dest)
+    atomic_write_text(BUNDLED_DIR / "bundled.sha256", f"{digest}  bundled.safetensors\n")
+    return dest, digest
+
+
 def stage_log(run: Path, stage: int) -> list[str]:
     """The run's log lines, one per iteration (a resumed run may have logged some twice), tagged with the stage."""
     rows = {}
@@ -91,10 +100,7 @@ def main(run_dirs: list[str], inference: bool = True) -> None:
     if tensor_mb > LIMIT_MB:
         raise SystemExit(f"the weights take {tensor_mb:.1f} MiB, over the {LIMIT_MB} MiB budget: nothing installed")
     log_lines = [line for stage, run in enumerate(runs, 1) for line in stage_log(run, stage)]
-    BUNDLED_DIR.mkdir(exist_ok=True)
-    dest = save_checkpoint(BUNDLED_DIR / "bundled.safetensors", weights, config, extra)
-    digest = sha256(dest)
-    atomic_write_text(BUNDLED_DIR / "bundled.sha256", f"{digest}  bundled.safetensors\n")
+    dest, digest = ship(weights, config, extra)
     atomic_write_text(BUNDLED_DIR / "bundled_training_log.jsonl", "\n".join(log_lines) + "\n")
     print(f"{dest}: {dest.stat().st_size / 2**20:.1f} MiB, sha256 {digest[:16]}...")
 
@@ -108,9 +114,7 @@ def restamp() -> None:
     if not changed:
         print(f"{path}: already has the recipe's inference settings")
         return
-    dest = save_checkpoint(path, tensors, new, extra)
-    digest = sha256(dest)
-    atomic_write_text(BUNDLED_DIR / "bundled.sha256", f"{digest}  bundled.safetensors\n")
+    dest, digest = ship(tensors, new, extra)
     print(f"{dest}: inference settings {changed} (old -> new), sha256 {digest[:16]}...")
 
 

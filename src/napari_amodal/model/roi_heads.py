@@ -59,7 +59,7 @@ class AmodalRoIHeads(RoIHeads):
         if sum(counts) == 0:
             return boxes
         _, box_regression = self.box_predictor(self.box_head(self.box_roi_pool(features, boxes, image_shapes)))
-        decoded = self.box_coder.decode(box_regression, boxes).reshape(sum(counts), -1, 4)
+        decoded = self.box_coder.decode(box_regression, boxes)  # (sum N, classes, 4)
         picked = decoded[torch.arange(len(decoded), device=decoded.device), torch.cat(labels)]
         refined = []
         for old, new, shape in zip(boxes, picked.split(counts), image_shapes):
