@@ -6,10 +6,13 @@
 # 1. the CUDA tests (tests/test_cuda.py: mixed-precision training, GPU inference vs CPU, fine-tuning);
 # 2. whole-stack throughput of the bundled model on the GPU (benchmarks/throughput.py stack --device cuda);
 # 3. Table II variants at the CPU run's budget (3000 iterations x batch 4, seed 0) on the same
-#    synthetic shapes data, rendered there (VARIANTS; SHAPE_VQ: a shape VQ-VAE to reuse);
-# 4. with S3_ITER > 0 (the shipped stage 3 used 1600): one more training stage
-#    (recipes/bundled/stage3_gpu.sh) from the installed bundled model, and the held-out
-#    benchmark (benchmarks/bundled_accuracy.py) of the result and of the installed model.
+#    synthetic shapes data, rendered there (VARIANTS, empty for none; SHAPE_VQ: a shape VQ-VAE to reuse);
+# 4. with S3_ITER set (a number, or "auto": as many as fit before the deadline, measured by a
+#    40-iteration probe): one more training stage (recipes/bundled/stage3_gpu.sh, with its
+#    JOBS, SEED1, SEED5, SEED, LR, BATCH, WORKERS) from the installed bundled model; the result
+#    comes back as float16 (as shipped) in 15 MiB parts (stage_fp16.part_*: `cat` them), with
+#    its log; with S3_EVAL=1 also the held-out benchmark (benchmarks/bundled_accuracy.py) of the
+#    result and of the installed model.
 # Jobs run side by side and stop at fixed deadlines (seconds from the start), so the script
 # ends by END whatever happens; each job's log lands in RESULTS_DIR.
 # Environment: PY (python with torch), DEVICE (cuda), and the sizes below for a CPU smoke run.
@@ -24,8 +27,9 @@ END=${END:-560}
 T2_ITER=${T2_ITER:-3000}
 T2_TRAIN=${T2_TRAIN:-5000}
 T2_TEST=${T2_TEST:-1000}
-VARIANTS=${VARIANTS:-vae vq vq_refine+occlusion}
+VARIANTS=${VARIANTS-vae vq vq_refine+occlusion}
 S3_ITER=${S3_ITER:-0}
+S3_EVAL=${S3_EVAL:-0}
 TP_FRAMES=${TP_FRAMES:-300}
 WORK=${WORK:-/tmp/gpu_check}
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
@@ -39,25 +43,28 @@ torchvision.__version__, torch.cuda.get_device_name() if torch.cuda.is_available
   > "$R/env.txt" 2>&1
 
 # data, on the CPU, in the background
-mkdir -p "$WORK/t2"
-[ -n "${SHAPE_VQ:-}" ] && cp "$SHAPE_VQ".* "$WORK/t2/" 2>/dev/null
-(OMP_NUM_THREADS=1 timeout "$(left 200)" $PY -c "from napari_amodal.data.shapes import write_shapes_dataset as w
+t2data= s3data=
+if [ -n "$VARIANTS" ]; then
+  mkdir -p "$WORK/t2"
+  [ -n "${SHAPE_VQ:-}" ] && cp "$SHAPE_VQ".* "$WORK/t2/" 2>/dev/null
+  (OMP_NUM_THREADS=1 timeout "$(left 200)" $PY -c "from napari_amodal.data.shapes import write_shapes_dataset as w
 w('$WORK/t2/data', n_train=$T2_TRAIN, n_test=$T2_TEST, seed=0)" && md5sum "$WORK"/t2/data/*.json) \
-  > "$R/t2_data.txt" 2>&1 &
-t2data=$!
-s3data=
-if [ "$S3_ITER" -gt 0 ]; then
+    > "$R/t2_data.txt" 2>&1 &
+  t2data=$!
+fi
+if [ "$S3_ITER" != 0 ]; then
   (STEP=data DATA="$WORK/s3data" timeout "$(left 200)" bash recipes/bundled/stage3_gpu.sh) > "$R/s3_data.txt" 2>&1 &
   s3data=$!
 fi
 
-stamp "throughput (the data renders beside it, on the CPU)"
-timeout "$(left 100)" $PY benchmarks/throughput.py stack --device "$DEVICE" --frames "$TP_FRAMES" \
-  > "$R/throughput_cuda.txt" 2>&1
-stamp "throughput rc $?"
-stamp "CUDA tests"
-timeout "$(left 170)" $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py > "$R/pytest_cuda.txt" 2>&1
+stamp "CUDA tests (the data renders beside them, on the CPU)"
+timeout "$(left 100)" $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py > "$R/pytest_cuda.txt" 2>&1
 stamp "CUDA tests rc $?"
+if [ "$S3_ITER" = 0 ]; then  # with a training stage, throughput runs at the end, if time is left
+  timeout "$(left 170)" $PY benchmarks/throughput.py stack --device "$DEVICE" --frames "$TP_FRAMES" \
+    > "$R/throughput_cuda.txt" 2>&1
+  stamp "throughput rc $?"
+fi
 
 wait $t2data $s3data
 stamp "data rendered"
@@ -76,30 +83,56 @@ for v in $VARIANTS; do
     --n-test "$T2_TEST" --only "$v" > "$R/t2_${v}.log" 2>&1 &
   pids+=($!)
 done
-stamp "Table II variants started: $VARIANTS"
+[ -n "$VARIANTS" ] && stamp "Table II variants started: $VARIANTS"
 
-if [ "$S3_ITER" -gt 0 ]; then
-  (STEP=train DATA="$WORK/s3data" OUT="$WORK/s3" ITERATIONS="$S3_ITER" DEVICE="$DEVICE" \
-    INIT=src/napari_amodal/models/bundled.safetensors \
-    timeout "$(left $((END - 90)))" bash recipes/bundled/stage3_gpu.sh) > "$R/s3_train.txt" 2>&1
-  stamp "stage 3 training rc $?"
+if [ "$S3_ITER" != 0 ]; then
+  stage() {  # stage OUT ITERATIONS DEADLINE [VAL_EVERY]
+    (STEP=train DATA="$WORK/s3data" OUT="$1" ITERATIONS="$2" DEVICE="$DEVICE" VAL_EVERY="${4:-400}" \
+      INIT=src/napari_amodal/models/bundled.safetensors timeout "$(left "$3")" bash recipes/bundled/stage3_gpu.sh)
+  }
+  train_end=$((END - ${S3_TAIL:-45}))
+  if [ "$S3_ITER" = auto ]; then  # seconds per iteration (median of the last 20 of 40) and start-up cost
+    t0=$SECONDS
+    stage "$WORK/probe" 40 "$train_end" 0 > "$R/s3_probe.txt" 2>&1
+    overhead_and_s=$($PY - "$WORK/probe/log.jsonl" "$((SECONDS - t0))" <<'PYEOF'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"seconds"' in l and "validation" not in l]
+s = statistics.median(r["seconds"] for r in rows[-20:])
+print(f"{max(float(sys.argv[2]) - s * len(rows), 5.0):.1f} {s:.4f}")
+PYEOF
+)
+    read -r overhead per_it <<< "$overhead_and_s"
+    # start-up + 4 validations (each taken as half the probe's start-up + validation), 10 % margin
+    S3_ITER=$($PY -c "print(max(100, int(($(left "$train_end") - 3 * $overhead) / $per_it / 1.1) // 100 * 100))")
+    stamp "probe: $per_it s/iteration, $overhead s start-up; stage of $S3_ITER iterations"
+  fi
+  stage "$WORK/s3" "$S3_ITER" "$train_end" $((S3_ITER / 4)) > "$R/s3_train.txt" 2>&1
+  stamp "stage training rc $?"
   s3model="$WORK/s3/model.safetensors"
   [ -f "$s3model" ] || s3model="$WORK/s3/last.safetensors"
-  timeout "$(left $((END - 20)))" $PY benchmarks/bundled_accuracy.py --model "$s3model" --device "$DEVICE" \
-    --sequences "${ACC_SEQ:-10}" --json "$R/accuracy_new_stage.json" > "$R/accuracy_new_stage.txt" 2>&1 &
-  acc3=$!
-  timeout "$(left $((END - 20)))" $PY benchmarks/bundled_accuracy.py --model bundled --device "$DEVICE" \
-    --sequences "${ACC_SEQ:-10}" --json "$R/accuracy_installed.json" > "$R/accuracy_installed.txt" 2>&1
-  wait $acc3
-  stamp "accuracy done"
+  cp "$WORK/s3/log.jsonl" "$R/s3_log.jsonl" 2>/dev/null
+  # the weights as float16 (as shipped), for installing if they do better
+  if $PY recipes/bundled/install.py --float16 "$s3model" "$WORK/stage_fp16.safetensors"; then
+    split -b 15M "$WORK/stage_fp16.safetensors" "$R/stage_fp16.part_"
+    sha256sum "$WORK/stage_fp16.safetensors" > "$R/stage_fp16.sha256"
+    stamp "stage model saved ($s3model)"
+  fi
+  if [ "$S3_EVAL" = 1 ]; then
+    timeout "$(left $((END - 5)))" $PY benchmarks/bundled_accuracy.py --model "$s3model" --device "$DEVICE" \
+      --sequences "${ACC_SEQ:-10}" --json "$R/accuracy_new_stage.json" > "$R/accuracy_new_stage.txt" 2>&1 &
+    acc3=$!
+    timeout "$(left $((END - 5)))" $PY benchmarks/bundled_accuracy.py --model bundled --device "$DEVICE" \
+      --sequences "${ACC_SEQ:-10}" --json "$R/accuracy_installed.json" > "$R/accuracy_installed.txt" 2>&1
+    wait $acc3
+    stamp "accuracy done"
+  else
+    timeout "$(left $((END - 5)))" $PY benchmarks/throughput.py stack --device "$DEVICE" --frames "$TP_FRAMES" \
+      > "$R/throughput_cuda.txt" 2>&1
+    stamp "throughput rc $?"
+  fi
 fi
-wait "${pids[@]}"
-stamp "Table II done"
+[ ${#pids[@]} -gt 0 ] && wait "${pids[@]}" && stamp "Table II done"
 
 cp "$WORK/t2/table2.json" "$R/" 2>/dev/null
-cp "$WORK/s3/log.jsonl" "$R/s3_log.jsonl" 2>/dev/null
 for v in $VARIANTS; do cp "$WORK/t2/$v/log.jsonl" "$R/t2_${v}_log.jsonl" 2>/dev/null; done
-# the stage-3 weights as float16 (as shipped), for installing if they do better
-[ -f "$WORK/s3/model.safetensors" ] && $PY recipes/bundled/install.py --float16 "$WORK/s3/model.safetensors" \
-  "$R/stage3_fp16.safetensors"
 stamp "end"

@@ -7,10 +7,11 @@
 #   STEP=data  bash recipes/bundled/stage3_gpu.sh # only render the data (CPU, JOBS processes at once)
 #   STEP=train bash recipes/bundled/stage3_gpu.sh # only train (data rendered before)
 #
-# Data: JOBS sets of SEQ one-plane time-lapses (seeds 6000 + i) and JOBS/3 sets
-# of SEQ/2 five-plane ones (seeds 7000 + i), 30 frames each, 2 to 8 cells; the
-# validation set is train.sh's (seed 3000). Every step is seeded; training
-# resumes from OUT/last.safetensors when run again.
+# Data: JOBS sets of SEQ one-plane time-lapses (seeds SEED1 + i, default 6000 + i)
+# and JOBS/3 sets of SEQ/2 five-plane ones (seeds SEED5 + i, default 7000 + i),
+# 30 frames each, 2 to 8 cells; the validation set is train.sh's (seed 3000).
+# Training: ITERATIONS x BATCH at LR, seed SEED (stage 3: 1600 x 4 at 0.01, seed 2).
+# Every step is seeded; training resumes from OUT/last.safetensors when run again.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 STEP=${STEP:-all}
@@ -24,15 +25,19 @@ JOBS=${JOBS:-10}
 SEQ=${SEQ:-8}
 FRAMES=${FRAMES:-30}
 WORKERS=${WORKERS:-3}
+LR=${LR:-0.01}
+SEED=${SEED:-2}
+SEED1=${SEED1:-6000}
+SEED5=${SEED5:-7000}
 NA=${NAPARI_AMODAL:-napari-amodal}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} OMP_WAIT_POLICY=PASSIVE
 
 if [ "$STEP" = all ] || [ "$STEP" = data ]; then
   pids=()
   render() { [ -f "$1/annotations.json" ] || $NA -q synth embryo "$@" --start-cells 2 & pids+=($!); }
-  for i in $(seq 0 $((JOBS - 1))); do render "$DATA/p1_$i" --sequences "$SEQ" --frames "$FRAMES" --seed $((6000 + i)); done
+  for i in $(seq 0 $((JOBS - 1))); do render "$DATA/p1_$i" --sequences "$SEQ" --frames "$FRAMES" --seed $((SEED1 + i)); done
   for i in $(seq 0 $((JOBS / 3 - 1))); do
-    render "$DATA/p5_$i" --sequences $((SEQ / 2 > 0 ? SEQ / 2 : 1)) --frames "$FRAMES" --planes 5 --seed $((7000 + i))
+    render "$DATA/p5_$i" --sequences $((SEQ / 2 > 0 ? SEQ / 2 : 1)) --frames "$FRAMES" --planes 5 --seed $((SEED5 + i))
   done
   render "$DATA/val" --sequences 6 --frames 20 --seed 3000
   for p in "${pids[@]}"; do wait "$p"; done  # fails (set -e) if any render failed
@@ -43,6 +48,6 @@ if [ "$STEP" = all ] || [ "$STEP" = train ]; then
   [ -n "$INIT" ] || { echo "INIT=MODEL is needed: the model to continue from (stage 2)" >&2; exit 2; }
   $NA train --config recipes/bundled/config.json --data "$DATA"/p*_*/annotations.json \
     --val "$DATA/val/annotations.json" --out "$OUT" --init "$INIT" --iterations "$ITERATIONS" \
-    --batch-size "$BATCH" --lr 0.01 --val-every 400 --checkpoint-every 100 --workers "$WORKERS" \
-    --device "$DEVICE" --seed 2
+    --batch-size "$BATCH" --lr "$LR" --val-every "${VAL_EVERY:-400}" --checkpoint-every 100 --workers "$WORKERS" \
+    --device "$DEVICE" --seed "$SEED"
 fi
