@@ -88,7 +88,7 @@ done
 if [ "$S3_ITER" != 0 ]; then
   stage() {  # stage OUT ITERATIONS DEADLINE [VAL_EVERY]
     (STEP=train DATA="$WORK/s3data" OUT="$1" ITERATIONS="$2" DEVICE="$DEVICE" VAL_EVERY="${4:-400}" \
-      INIT=src/napari_amodal/models/bundled.safetensors timeout "$(left "$3")" bash recipes/bundled/stage3_gpu.sh)
+      INIT="${S3_INIT:-src/napari_amodal/models/bundled.safetensors}" timeout "$(left "$3")" bash recipes/bundled/stage3_gpu.sh)
   }
   train_end=$((END - ${S3_TAIL:-45}))
   if [ "$S3_ITER" = auto ]; then  # seconds per iteration (median of the last 20 of 40) and start-up cost
