@@ -9,7 +9,8 @@
 #    synthetic shapes data, rendered there (VARIANTS, empty for none; SHAPE_VQ: a shape VQ-VAE to reuse);
 # 4. with S3_ITER set (a number, or "auto": as many as fit before the deadline, measured by a
 #    40-iteration probe): one more training stage (recipes/bundled/stage3_gpu.sh, with its
-#    JOBS, SEED1, SEED5, SEED, LR, BATCH, WORKERS) from the installed bundled model; the result
+#    JOBS, SEED1, SEED5, SEED, LR, BATCH, WORKERS) from the installed bundled model (or S3_INIT),
+#    ending S3_TAIL seconds (default 45) before END; the result
 #    comes back as float16 (as shipped) in 15 MiB parts (stage_fp16.part_*: `cat` them), with
 #    its log; with S3_EVAL=1 also the held-out benchmark (benchmarks/bundled_accuracy.py) of the
 #    result and of the installed model.
