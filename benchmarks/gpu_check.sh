@@ -4,7 +4,8 @@
 #   bash benchmarks/gpu_check.sh RESULTS_DIR
 #
 # 1. the CUDA tests (tests/test_cuda.py: mixed-precision training, GPU inference vs CPU, fine-tuning);
-# 2. whole-stack throughput of the bundled model on the GPU (benchmarks/throughput.py stack --device cuda);
+# 2. whole-stack throughput of the bundled model on the GPU (benchmarks/throughput.py stack --device cuda;
+#    with a training stage, after it, and not with S3_EVAL=1);
 # 3. Table II variants at the CPU run's budget (3000 iterations x batch 4, seed 0) on the same
 #    synthetic shapes data, rendered there (VARIANTS, empty for none; SHAPE_VQ: a shape VQ-VAE to reuse);
 # 4. with S3_ITER set (a number, or "auto": as many as fit before the deadline, measured by a
@@ -13,7 +14,8 @@
 #    ending S3_TAIL seconds (default 45) before END; the result
 #    comes back as float16 (as shipped) in 15 MiB parts (stage_fp16.part_*: `cat` them), with
 #    its log; with S3_EVAL=1 also the held-out benchmark (benchmarks/bundled_accuracy.py) of the
-#    result and of the installed model.
+#    result and of the installed model. A stage refuses to start where WORK holds an earlier
+#    stage (it would resume that one) unless S3_RESUME=1.
 # Jobs run side by side and stop at fixed deadlines (seconds from the start), so the script
 # ends by END whatever happens; each job's log lands in RESULTS_DIR.
 # Environment: PY (python with torch), DEVICE (cuda), and the sizes below for a CPU smoke run.
@@ -31,6 +33,7 @@ T2_TEST=${T2_TEST:-1000}
 VARIANTS=${VARIANTS-vae vq vq_refine+occlusion}
 S3_ITER=${S3_ITER:-0}
 S3_EVAL=${S3_EVAL:-0}
+[[ $S3_ITER =~ ^([0-9]+|auto)$ ]] || { echo "S3_ITER must be a number or auto, not '$S3_ITER'" >&2; exit 2; }
 TP_FRAMES=${TP_FRAMES:-300}
 WORK=${WORK:-/tmp/gpu_check}
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
@@ -53,6 +56,10 @@ w('$WORK/t2/data', n_train=$T2_TRAIN, n_test=$T2_TEST, seed=0)" && md5sum "$WORK
     > "$R/t2_data.txt" 2>&1 &
   t2data=$!
 fi
+if [ "$S3_ITER" != 0 ] && [ "${S3_RESUME:-0}" != 1 ] && [ -e "$WORK/s3" -o -e "$WORK/probe" ]; then
+  stamp "$WORK holds an earlier stage: no stage trained (use a new WORK, or S3_RESUME=1 to continue it)"
+  S3_ITER=0
+fi
 if [ "$S3_ITER" != 0 ]; then
   (STEP=data DATA="$WORK/s3data" timeout "$(left 200)" bash recipes/bundled/stage3_gpu.sh) > "$R/s3_data.txt" 2>&1 &
   s3data=$!
@@ -67,7 +74,11 @@ if [ "$S3_ITER" = 0 ]; then  # with a training stage, throughput runs at the end
   stamp "throughput rc $?"
 fi
 
-wait $t2data $s3data
+[ -n "$t2data" ] && wait $t2data
+if [ -n "$s3data" ] && ! wait $s3data; then
+  stamp "stage data failed to render (see s3_data.txt): no stage trained"
+  S3_ITER=0
+fi
 stamp "data rendered"
 
 # the vq variants share one shape VQ-VAE: train it once, before they start side by side
@@ -103,16 +114,21 @@ print(f"{max(float(sys.argv[2]) - s * len(rows), 5.0):.1f} {s:.4f}")
 PYEOF
 )
     read -r overhead per_it <<< "$overhead_and_s"
-    # start-up + 4 validations (each taken as half the probe's start-up + validation), 10 % margin
+    # start-up + 4 validations (each taken as half the probe's start-up + validation), 10 % margin;
+    # the probe's iterations run slower than a long run's (0.197 vs 0.125 s on an H100)
     S3_ITER=$($PY -c "print(max(100, int(($(left "$train_end") - 3 * $overhead) / $per_it / 1.1) // 100 * 100))")
-    stamp "probe: $per_it s/iteration, $overhead s start-up; stage of $S3_ITER iterations"
+    stamp "probe: $per_it s/iteration, $overhead s start-up and validation; stage of $S3_ITER iterations"
+    [[ $S3_ITER =~ ^[0-9]+$ ]] || { stamp "the probe failed (see s3_probe.txt): no stage trained"; S3_ITER=0; }
   fi
+fi
+if [ "$S3_ITER" != 0 ]; then
   stage "$WORK/s3" "$S3_ITER" "$train_end" $((S3_ITER / 4)) > "$R/s3_train.txt" 2>&1
   stamp "stage training rc $?"
   s3model="$WORK/s3/model.safetensors"
   [ -f "$s3model" ] || s3model="$WORK/s3/last.safetensors"
   cp "$WORK/s3/log.jsonl" "$R/s3_log.jsonl" 2>/dev/null
   # the weights as float16 (as shipped), for installing if they do better
+  rm -f "$R"/stage_fp16.part_* "$R/stage_fp16.sha256"
   if $PY recipes/bundled/install.py --float16 "$s3model" "$WORK/stage_fp16.safetensors"; then
     split -b 15M "$WORK/stage_fp16.safetensors" "$R/stage_fp16.part_"
     sha256sum "$WORK/stage_fp16.safetensors" > "$R/stage_fp16.sha256"

@@ -6,6 +6,8 @@
 
     python recipes/bundled/install.py --as-trained RUN...   # as trained, no inference.json
 
+    python recipes/bundled/install.py --inference FILE RUN...   # with FILE instead of inference.json
+
     python recipes/bundled/install.py --restamp   # re-apply the recipe's inference settings
                                                   # to the shipped file (weights untouched)
 
@@ -40,12 +42,13 @@ INFERENCE_FIELDS = (
 )
 
 
-def with_recipe_inference(config: dict) -> dict:
-    """``config`` (a checkpoint's ``{"model": ..., ...}``) with the recipe's inference-only fields."""
-    recipe = json.loads(RECIPE_INFERENCE.read_text())
+def with_recipe_inference(config: dict, path: Path = RECIPE_INFERENCE) -> dict:
+    """``config`` (a checkpoint's ``{"model": ..., ...}``) with the inference-only fields of ``path``
+    (the recipe's inference.json by default)."""
+    recipe = json.loads(Path(path).read_text())
     unknown = set(recipe) - set(INFERENCE_FIELDS)
     if unknown:
-        raise SystemExit(f"{RECIPE_INFERENCE}: not inference-only settings: {sorted(unknown)}; nothing installed")
+        raise SystemExit(f"{path}: not inference-only settings: {sorted(unknown)}; nothing installed")
     model = {**config["model"], **recipe}
     return {**config, "model": model}
 
@@ -80,11 +83,13 @@ def save_float16(src: str, dest: str) -> None:
     save_checkpoint(dest, float16_weights(tensors), config, {**extra, "stored_dtype": "float16"})
 
 
-def main(run_dirs: list[str], inference: bool = True) -> None:
+def main(run_dirs: list[str], inference: Path | None = RECIPE_INFERENCE) -> None:
+    """Ship the last run's model with the logs of all; ``inference``: the inference-only settings
+    to apply (a JSON file), None to keep those it was trained with."""
     runs = [Path(r) for r in run_dirs]
     tensors, config, extra = load_checkpoint(runs[-1] / "model.safetensors")
-    if inference:
-        config = with_recipe_inference(config)
+    if inference is not None:
+        config = with_recipe_inference(config, inference)
     weights = float16_weights(tensors)
     shape_json = next((r / "shape.json" for r in runs if (r / "shape.json").exists()), None)
     shape_meta = json.loads(shape_json.read_text()) if shape_json else {}
@@ -124,6 +129,8 @@ if __name__ == "__main__":
     elif sys.argv[1:] == ["--restamp"]:
         restamp()
     elif sys.argv[1:2] == ["--as-trained"]:  # an intermediate stage: no inference settings applied
-        main(sys.argv[2:] or ["runs/bundled"], inference=False)
+        main(sys.argv[2:] or ["runs/bundled"], inference=None)
+    elif sys.argv[1:2] == ["--inference"]:  # install.py --inference FILE RUN...
+        main(sys.argv[3:] or ["runs/bundled"], inference=Path(sys.argv[2]))
     else:
         main(sys.argv[1:] or ["runs/bundled"])

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Stage 3 of the bundled model, on a GPU: more iterations from the stage-2 model
+# A further stage of the bundled model, on a GPU: more iterations from a trained model
 # (INIT, required) on freshly rendered synthetic embryos, with mixed precision.
-# train.sh runs it with INIT = the installed stage-2 file (float16, as shipped).
+# train.sh runs it for stages 3 (INIT = the installed stage-2 file, float16 as shipped),
+# 4 (the installed stage-3 file) and 5 (stage 4's model), each with its own seeds.
 #
 #   INIT=MODEL bash recipes/bundled/stage3_gpu.sh  # STEP=all DATA=data/bundled3 OUT=runs/bundled3
 #   STEP=data  bash recipes/bundled/stage3_gpu.sh # only render the data (CPU, JOBS processes at once)
@@ -32,7 +33,14 @@ SEED5=${SEED5:-7000}
 NA=${NAPARI_AMODAL:-napari-amodal}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} OMP_WAIT_POLICY=PASSIVE
 
+# the data folder remembers what it was rendered with: new seeds must not reuse old embryos
+params="SEED1=$SEED1 SEED5=$SEED5 JOBS=$JOBS SEQ=$SEQ FRAMES=$FRAMES"
+if [ -f "$DATA/params.txt" ] && [ "$(cat "$DATA/params.txt")" != "$params" ]; then
+  echo "$DATA was rendered with $(cat "$DATA/params.txt"), not $params: use another DATA folder" >&2; exit 2
+fi
+
 if [ "$STEP" = all ] || [ "$STEP" = data ]; then
+  mkdir -p "$DATA" && echo "$params" > "$DATA/params.txt"
   pids=()
   render() { [ -f "$1/annotations.json" ] || $NA -q synth embryo "$@" --start-cells 2 & pids+=($!); }
   for i in $(seq 0 $((JOBS - 1))); do render "$DATA/p1_$i" --sequences "$SEQ" --frames "$FRAMES" --seed $((SEED1 + i)); done
@@ -43,9 +51,14 @@ if [ "$STEP" = all ] || [ "$STEP" = data ]; then
   for p in "${pids[@]}"; do wait "$p"; done  # fails (set -e) if any render failed
   echo "data: $(ls -d "$DATA"/p*_* | wc -l) sets in $DATA"
 fi
+want=$((JOBS + JOBS / 3))
+have=$(ls "$DATA"/p*_*/annotations.json 2>/dev/null | wc -l)
+if [ "$have" -ne "$want" ] && [ "$STEP" != data ]; then
+  echo "$DATA holds $have rendered sets, not $want: render them first (STEP=data)" >&2; exit 2
+fi
 
 if [ "$STEP" = all ] || [ "$STEP" = train ]; then
-  [ -n "$INIT" ] || { echo "INIT=MODEL is needed: the model to continue from (stage 2)" >&2; exit 2; }
+  [ -n "$INIT" ] || { echo "INIT=MODEL is needed: the model to continue from" >&2; exit 2; }
   $NA train --config recipes/bundled/config.json --data "$DATA"/p*_*/annotations.json \
     --val "$DATA/val/annotations.json" --out "$OUT" --init "$INIT" --iterations "$ITERATIONS" \
     --batch-size "$BATCH" --lr "$LR" --val-every "${VAL_EVERY:-400}" --checkpoint-every 100 --workers "$WORKERS" \

@@ -13,7 +13,7 @@
 # stage 5 (OUT5): 2,400 x batch 8 from stage 4 on 14 + 4 more (seeds 6200, 7200).
 # 5,600 x batch 4 + 4,000 x batch 8 in all. Stages 3-5 ran on a GPU with mixed
 # precision (DEVICE3=auto picks CUDA when present; on 2 CPU cores stage 3 takes about
-# 1.5 h, stages 4 and 5 together about 8 h). Every step is seeded. Training resumes
+# 1.5 h, stages 4 and 5 together about 8 h; WORKERS45=2 there). Every step is seeded. Training resumes
 # from its last.safetensors if it was interrupted: run the same command again.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -51,17 +51,22 @@ $NA train --config recipes/bundled/config.json --data "${TRAIN[@]}" --val "$DATA
 
 # 5. install stage 2 (float16, as shipped), then stage 3 from that file on fresh data
 python recipes/bundled/install.py --as-trained "$OUT" "$OUT2"  # stage 3 validates as stage 2 was made
-DATA="${DATA}3" OUT="$OUT3" INIT=src/napari_amodal/models/bundled.safetensors DEVICE="${DEVICE3:-auto}" \
-  NAPARI_AMODAL="$NA" bash recipes/bundled/stage3_gpu.sh
+S3=(STEP=all BATCH=4 JOBS=10 SEQ=8 FRAMES=30 WORKERS=3 LR=0.01 VAL_EVERY=400 DEVICE="${DEVICE3:-auto}" NAPARI_AMODAL="$NA")
+env "${S3[@]}" DATA="${DATA}3" OUT="$OUT3" INIT=src/napari_amodal/models/bundled.safetensors \
+  ITERATIONS=1600 SEED=2 SEED1=6000 SEED5=7000 bash recipes/bundled/stage3_gpu.sh
 
-# 6. install stage 3 with the recipe's inference settings (stages 4 and 5 were started from the
-#    shipped stage-3 file, so they validate with test-time box refinement), then stages 4 and 5
-python recipes/bundled/install.py "$OUT" "$OUT2" "$OUT3"
-S45=(BATCH=8 WORKERS=10 JOBS=14 DEVICE="${DEVICE3:-auto}" NAPARI_AMODAL="$NA")
+# 6. install stage 3 with the inference settings it was shipped with then (inference_stage3.json:
+#    the box refinement; stages 4 and 5 take their config from the file they start from, so they
+#    validate, and pick their best checkpoint, as they did), then stages 4 and 5. Stage 5 starts
+#    from stage 4's float32 model.safetensors. WORKERS45 (data loaders) changes speed, not results.
+python recipes/bundled/install.py --inference recipes/bundled/inference_stage3.json "$OUT" "$OUT2" "$OUT3"
+S45=(STEP=all BATCH=8 JOBS=14 SEQ=8 FRAMES=30 WORKERS="${WORKERS45:-10}" LR=0.01 DEVICE="${DEVICE3:-auto}"
+     NAPARI_AMODAL="$NA")
 env "${S45[@]}" DATA="${DATA}4" OUT="$OUT4" INIT=src/napari_amodal/models/bundled.safetensors \
-  ITERATIONS=1600 SEED=3 SEED1=6100 SEED5=7100 bash recipes/bundled/stage3_gpu.sh
+  ITERATIONS=1600 VAL_EVERY=400 SEED=3 SEED1=6100 SEED5=7100 bash recipes/bundled/stage3_gpu.sh
 env "${S45[@]}" DATA="${DATA}5" OUT="$OUT5" INIT="$OUT4/model.safetensors" \
   ITERATIONS=2400 VAL_EVERY=600 SEED=4 SEED1=6200 SEED5=7200 bash recipes/bundled/stage3_gpu.sh
+
 # 7. ship it: weights + config (with the inference-only settings of inference.json) +
 #    checksum + all stages' training logs into the package
 python recipes/bundled/install.py "$OUT" "$OUT2" "$OUT3" "$OUT4" "$OUT5"
