@@ -40,6 +40,15 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 export NAPARI_AMODAL="$PY -m napari_amodal.cli"
 left() { local s=$(($1 - SECONDS)); echo $((s > 1 ? s : 1)); }  # seconds until deadline $1
 stamp() { echo "[$SECONDS s] $*" | tee -a "$R/timeline.txt"; }
+throughput() {  # throughput DEADLINE: whole-stack throughput of the installed bundled model
+  timeout "$(left "$1")" $PY benchmarks/throughput.py stack --device "$DEVICE" --frames "$TP_FRAMES" \
+    > "$R/throughput_cuda.txt" 2>&1
+  stamp "throughput rc $?"
+}
+stage() {  # stage OUT ITERATIONS DEADLINE [VAL_EVERY]: train a further bundled-model stage on WORK/s3data
+  (STEP=train DATA="$WORK/s3data" OUT="$1" ITERATIONS="$2" DEVICE="$DEVICE" VAL_EVERY="${4:-400}" \
+    INIT="${S3_INIT:-src/napari_amodal/models/bundled.safetensors}" timeout "$(left "$3")" bash recipes/bundled/stage3_gpu.sh)
+}
 
 stamp "start"
 { nvidia-smi -L; $PY -c "import torch, torchvision, sys; print(sys.version.split()[0], torch.__version__,
@@ -68,11 +77,8 @@ fi
 stamp "CUDA tests (the data renders beside them, on the CPU)"
 timeout "$(left 100)" $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py > "$R/pytest_cuda.txt" 2>&1
 stamp "CUDA tests rc $?"
-if [ "$S3_ITER" = 0 ]; then  # with a training stage, throughput runs at the end, if time is left
-  timeout "$(left 170)" $PY benchmarks/throughput.py stack --device "$DEVICE" --frames "$TP_FRAMES" \
-    > "$R/throughput_cuda.txt" 2>&1
-  stamp "throughput rc $?"
-fi
+# with a training stage, throughput runs at the end, if time is left
+[ "$S3_ITER" = 0 ] && throughput 170
 
 [ -n "$t2data" ] && wait $t2data
 if [ -n "$s3data" ] && ! wait $s3data; then
@@ -97,29 +103,23 @@ for v in $VARIANTS; do
 done
 [ -n "$VARIANTS" ] && stamp "Table II variants started: $VARIANTS"
 
-if [ "$S3_ITER" != 0 ]; then
-  stage() {  # stage OUT ITERATIONS DEADLINE [VAL_EVERY]
-    (STEP=train DATA="$WORK/s3data" OUT="$1" ITERATIONS="$2" DEVICE="$DEVICE" VAL_EVERY="${4:-400}" \
-      INIT="${S3_INIT:-src/napari_amodal/models/bundled.safetensors}" timeout "$(left "$3")" bash recipes/bundled/stage3_gpu.sh)
-  }
-  train_end=$((END - ${S3_TAIL:-45}))
-  if [ "$S3_ITER" = auto ]; then  # seconds per iteration (median of the last 20 of 40) and start-up cost
-    t0=$SECONDS
-    stage "$WORK/probe" 40 "$train_end" 0 > "$R/s3_probe.txt" 2>&1
-    overhead_and_s=$($PY - "$WORK/probe/log.jsonl" "$((SECONDS - t0))" <<'PYEOF'
+train_end=$((END - ${S3_TAIL:-45}))
+if [ "$S3_ITER" = auto ]; then  # seconds per iteration (median of the last 20 of 40) and start-up cost
+  t0=$SECONDS
+  stage "$WORK/probe" 40 "$train_end" 0 > "$R/s3_probe.txt" 2>&1
+  overhead_and_s=$($PY - "$WORK/probe/log.jsonl" "$((SECONDS - t0))" <<'PYEOF'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if '"seconds"' in l and "validation" not in l]
 s = statistics.median(r["seconds"] for r in rows[-20:])
 print(f"{max(float(sys.argv[2]) - s * len(rows), 5.0):.1f} {s:.4f}")
 PYEOF
 )
-    read -r overhead per_it <<< "$overhead_and_s"
-    # start-up + 4 validations (each taken as half the probe's start-up + validation), 10 % margin;
-    # the probe's iterations run slower than a long run's (0.197 vs 0.125 s on an H100)
-    S3_ITER=$($PY -c "print(max(100, int(($(left "$train_end") - 3 * $overhead) / $per_it / 1.1) // 100 * 100))")
-    stamp "probe: $per_it s/iteration, $overhead s start-up and validation; stage of $S3_ITER iterations"
-    [[ $S3_ITER =~ ^[0-9]+$ ]] || { stamp "the probe failed (see s3_probe.txt): no stage trained"; S3_ITER=0; }
-  fi
+  read -r overhead per_it <<< "$overhead_and_s"
+  # start-up + 4 validations (each taken as half the probe's start-up + validation), 10 % margin;
+  # the probe's iterations run slower than a long run's (0.197 vs 0.125 s on an H100)
+  S3_ITER=$($PY -c "print(max(100, int(($(left "$train_end") - 3 * $overhead) / $per_it / 1.1) // 100 * 100))")
+  stamp "probe: $per_it s/iteration, $overhead s start-up and validation; stage of $S3_ITER iterations"
+  [[ $S3_ITER =~ ^[0-9]+$ ]] || { stamp "the probe failed (see s3_probe.txt): no stage trained"; S3_ITER=0; }
 fi
 if [ "$S3_ITER" != 0 ]; then
   stage "$WORK/s3" "$S3_ITER" "$train_end" $((S3_ITER / 4)) > "$R/s3_train.txt" 2>&1
@@ -143,9 +143,7 @@ if [ "$S3_ITER" != 0 ]; then
     wait $acc3
     stamp "accuracy done"
   else
-    timeout "$(left $((END - 5)))" $PY benchmarks/throughput.py stack --device "$DEVICE" --frames "$TP_FRAMES" \
-      > "$R/throughput_cuda.txt" 2>&1
-    stamp "throughput rc $?"
+    throughput $((END - 5))
   fi
 fi
 [ ${#pids[@]} -gt 0 ] && wait "${pids[@]}" && stamp "Table II done"

@@ -27,6 +27,7 @@ SEQ=${SEQ:-8}
 FRAMES=${FRAMES:-30}
 WORKERS=${WORKERS:-3}
 LR=${LR:-0.01}
+VAL_EVERY=${VAL_EVERY:-400}
 SEED=${SEED:-2}
 SEED1=${SEED1:-6000}
 SEED5=${SEED5:-7000}
@@ -61,6 +62,6 @@ if [ "$STEP" = all ] || [ "$STEP" = train ]; then
   [ -n "$INIT" ] || { echo "INIT=MODEL is needed: the model to continue from" >&2; exit 2; }
   $NA train --config recipes/bundled/config.json --data "$DATA"/p*_*/annotations.json \
     --val "$DATA/val/annotations.json" --out "$OUT" --init "$INIT" --iterations "$ITERATIONS" \
-    --batch-size "$BATCH" --lr "$LR" --val-every "${VAL_EVERY:-400}" --checkpoint-every 100 --workers "$WORKERS" \
+    --batch-size "$BATCH" --lr "$LR" --val-every "$VAL_EVERY" --checkpoint-every 100 --workers "$WORKERS" \
     --device "$DEVICE" --seed "$SEED"
 fi
