@@ -1,5 +1,6 @@
 """The README's main command: napari-amodal demo."""
 
+import csv
 import json
 
 import pytest
@@ -33,3 +34,6 @@ def test_demo_segments_with_the_bundled_model(tmp_path, monkeypatch, capsys):
     assert 0.0 <= (summary["metrics"]["AP"] or 0.0) <= 1.0
     for key in ("predictions", "occlusion_maps", "overlay_montage"):
         assert (tmp_path / "out").joinpath(summary[key]).exists()
+    frames_csv = next(p for p in summary["measurements"] if p.endswith("_frames.csv"))
+    rows = list(csv.DictReader(open(frames_csv)))
+    assert [int(r["cells"]) for r in rows] == summary["cells_per_frame"]

@@ -239,6 +239,29 @@ def cmd_segment(args) -> int:
     return 0
 
 
+def cmd_measure(args) -> int:
+    from .data.coco import read_amodal
+    from .measure import measure, write_measurements
+    from .write import output_stem
+
+    if args.minutes_per_frame is not None and args.minutes_per_frame <= 0:
+        raise ValueError(f"--minutes-per-frame must be positive, got {args.minutes_per_frame}")
+    stems = [output_stem(p) for p in args.inputs]
+    clash = sorted({s for s in stems if stems.count(s) > 1})
+    if clash:
+        raise ValueError(f"inputs would write the same output files: {', '.join(clash)}; measure them into separate --out folders")
+    hours = args.minutes_per_frame / 60.0 if args.minutes_per_frame is not None else None
+    for inp, stem in zip(args.inputs, stems):
+        frames, _ = read_amodal(inp)
+        m = measure(frames, um_per_px=args.um_per_px, hours_per_frame=hours, score_threshold=args.score_threshold,
+                    persist=args.persist)
+        written = write_measurements(m, args.out, stem)
+        if not args.quiet:
+            print(m.summary())
+        print("  ".join(str(p) for p in written))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -378,6 +401,16 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--score-threshold", type=float, default=0.5)
     sg.add_argument("--batch-size", type=int, help="frames per forward pass (default 4 on GPU, 1 on CPU)")
     sg.set_defaults(func=cmd_segment)
+
+    me = sub.add_parser("measure", help="cell counts, cleavage times t2..t8, sizes and size evenness as CSV")
+    me.add_argument("inputs", type=Path, nargs="+", help="COCO-amodal JSON (segment's predictions or proofread annotations)")
+    me.add_argument("--out", type=Path, required=True, help="output folder: STEM_cells.csv, STEM_frames.csv, STEM_cleavage.csv")
+    me.add_argument("--um-per-px", type=float, help="pixel size in µm (default: sizes in pixels)")
+    me.add_argument("--minutes-per-frame", type=float, help="frame interval (default: times as frame indices)")
+    me.add_argument("--score-threshold", type=float, help="drop cells scored below it (default: keep all in the file)")
+    me.add_argument("--persist", type=int, default=2,
+                    help="frames a cell count must hold to set a cleavage time (default 2: one miscounted frame does not)")
+    me.set_defaults(func=cmd_measure)
 
     de = sub.add_parser("demo", help="run the main job on the bundled sample data")
     de.add_argument("--out", type=Path, default=Path("napari-amodal-demo"), help="output folder")

@@ -51,6 +51,7 @@ def run_segmentation(out_dir, quiet: bool, model: str) -> dict:
     from .data.coco import load_occlusion_maps, read_amodal
     from .data.sample import EMBRYO_GT, EMBRYO_STACK, sample_path
     from .evaluate import evaluate_frames, format_report
+    from .measure import measure, write_measurements
     from .segment import Segmenter
     from .write import segment_files
 
@@ -70,6 +71,8 @@ def run_segmentation(out_dir, quiet: bool, model: str) -> dict:
     load_occlusion_maps(pred, json_path)
     report = evaluate_frames(gt, pred, categories)
     kept = [int((p.scores >= segmenter.score_threshold).sum()) for p in pred]
+    measurements = measure(pred, score_threshold=segmenter.score_threshold)
+    measurement_paths = write_measurements(measurements, out, json_path.stem)
     summary = {
         "input": str(sample_path(EMBRYO_STACK)),
         "model": model,
@@ -83,6 +86,8 @@ def run_segmentation(out_dir, quiet: bool, model: str) -> dict:
         "predictions": str(json_path),
         "occlusion_maps": str(occ_path),
         "overlay_montage": str(overlay_path),
+        "cleavage_frames": {f"t{r['cells']}": r["frame"] for r in measurements.cleavage},
+        "measurements": [str(p) for p in measurement_paths],
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if not quiet:
@@ -91,7 +96,10 @@ def run_segmentation(out_dir, quiet: bool, model: str) -> dict:
         print("cells per frame:      ", " ".join(str(c) for c in kept))
         print("true cells per frame: ", " ".join(str(len(f)) for f in gt))
         print(format_report(report))
-        print(f"wrote {json_path}, {occ_path}, {overlay_path} and {out / 'summary.json'}")
+        print("cleavage (first frame with n cells, held 2 frames): "
+              + " ".join(f"t{r['cells']}={r['frame']}" for r in measurements.cleavage if r["frame"] is not None))
+        print(f"wrote {json_path}, {occ_path}, {overlay_path}, the measurements "
+              f"({', '.join(p.name for p in measurement_paths)}) and {out / 'summary.json'}")
     return summary
 
 

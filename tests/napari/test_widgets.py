@@ -309,3 +309,30 @@ def test_focal_stack_without_time_segments_the_chosen_plane(make_napari_viewer, 
     assert p.load(path), errors
     reloaded = viewer.layers["focal amodal cells"]
     assert reloaded.ndim == 2 and len(reloaded.data) == len(want)
+
+
+def test_export_measurements_of_the_corrected_cells(segmented, qtbot, errors, tmp_path):
+    import csv
+
+    viewer, _ = segmented
+    p = _proofread(viewer)
+    layer = p.layer
+    layer.selected_data = {0}  # a correction: the export measures the layer as it stands
+    p.delete_selected()
+    p.um_per_px.setValue(0.5)
+    p.minutes.setValue(30)
+    worker = p.export_measurements(tmp_path / "embryo.csv")
+    assert worker is not None
+    qtbot.waitUntil(lambda: getattr(p, "last_measurements", None) is not None, timeout=30_000)
+    assert errors == []
+    rows = list(csv.DictReader(open(tmp_path / "embryo_frames.csv")))
+    counts = np.bincount(layer.features["frame"].astype(int), minlength=20)
+    assert [int(r["cells"]) for r in rows] == list(counts)
+    assert [float(r["time"]) for r in rows] == [t * 0.5 for t in range(20)] and rows[0]["time_unit"] == "h"
+    cells = list(csv.DictReader(open(tmp_path / "embryo_cells.csv")))
+    assert len(cells) == len(layer.data) and {r["unit"] for r in cells} == {"um"}
+    # areas in µm²: 0.25 x the rasterised pixel area of the same cells
+    frames = _common.layer_frames(layer)
+    px = sorted(float(a) for f in frames for a in f.areas)
+    assert sorted(float(r["area"]) for r in cells) == pytest.approx([a * 0.25 for a in px], rel=1e-5)
+    assert (tmp_path / "embryo_cleavage.csv").exists()

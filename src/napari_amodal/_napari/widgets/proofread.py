@@ -82,6 +82,15 @@ class ProofreadWidget(QWidget):
         self.threshold.setValue(0.5)
         self.path = QLineEdit()
         self.path.setPlaceholderText("project.json")
+        self.um_per_px = QDoubleSpinBox()
+        self.um_per_px.setRange(0.0, 1000.0)
+        self.um_per_px.setDecimals(4)
+        self.um_per_px.setSpecialValueText("pixels")  # 0: sizes in pixels
+        self.um_per_px.setToolTip("Pixel size in µm for the measurements (0: sizes in pixels)")
+        self.minutes = QDoubleSpinBox()
+        self.minutes.setRange(0.0, 10_000.0)
+        self.minutes.setSpecialValueText("frames")  # 0: times as frame indices
+        self.minutes.setToolTip("Minutes between frames for the cleavage times (0: frame indices)")
         self.status = QLabel("")
         self.status.setWordWrap(True)
 
@@ -99,6 +108,7 @@ class ProofreadWidget(QWidget):
             ("save", "Save", self.save),
             ("load", "Load...", self.load),
             ("export", "Export reviewed...", self.export),
+            ("measure", "Export measurements...", self.export_measurements),
         ]:
             b[key] = QPushButton(text)
             b[key].clicked.connect(lambda *_, s=slot: s())
@@ -124,6 +134,13 @@ class ProofreadWidget(QWidget):
         form.addRow(b["reviewed"])
         form.addRow("Project", file_row)
         form.addRow(b["export"])
+        units_row = QHBoxLayout()
+        units_row.addWidget(QLabel("µm/px"))
+        units_row.addWidget(self.um_per_px)
+        units_row.addWidget(QLabel("min/frame"))
+        units_row.addWidget(self.minutes)
+        form.addRow(units_row)
+        form.addRow(b["measure"])
         form.addRow(self.status)
 
         self.timer = QTimer(self)
@@ -491,6 +508,48 @@ class ProofreadWidget(QWidget):
         except Exception as e:  # noqa: BLE001
             report_error(f"Could not export: {e}")
             return None
+
+    def export_measurements(self, path=None):
+        """Measure the cells of every frame as they stand (corrected) and write
+        ``STEM_cells.csv``, ``STEM_frames.csv`` and ``STEM_cleavage.csv`` beside
+        ``path`` (``STEM.csv``, or a file dialog), in a worker thread.
+
+        Units come from the "µm/px" and "min/frame" boxes (0: pixels, frame
+        indices). Returns the started worker (None when nothing was started);
+        its ``returned`` signal carries the written paths.
+        """
+        from napari.qt.threading import create_worker
+
+        from ...measure import measure, write_measurements
+
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Export measurements", "", "CSV tables (*.csv)")
+            if not path:
+                return None
+        path = Path(path)
+        stem = path.name[:-4] if path.name.lower().endswith(".csv") else path.name
+        um = float(self.um_per_px.value()) or None
+        minutes = float(self.minutes.value()) or None
+        try:
+            job = self._project_job()
+        except Exception as e:  # noqa: BLE001
+            report_error(f"Could not measure: {e}")
+            return None
+
+        def work():
+            frames = job().frames
+            m = measure(frames, um_per_px=um, hours_per_frame=minutes / 60.0 if minutes else None)
+            return write_measurements(m, path.parent, stem)
+
+        def done(paths):
+            self.last_measurements = paths
+            report_info("Wrote " + ", ".join(p.name for p in paths) + f" in {path.parent}")
+
+        worker = create_worker(work, _ignore_errors=True)
+        worker.returned.connect(done)
+        worker.errored.connect(lambda e: report_error(f"Could not export measurements: {e}"))
+        worker.start()
+        return worker
 
     def closeEvent(self, event) -> None:
         self.autosave()

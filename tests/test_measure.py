@@ -1,0 +1,146 @@
+"""Measurements from amodal instances: exact figures on hand-made frames and the CLI."""
+
+import csv
+import math
+
+import numpy as np
+import pytest
+
+from napari_amodal.cli import main
+from napari_amodal.data.coco import write_coco
+from napari_amodal.instances import FrameInstances
+from napari_amodal.measure import cell_rows, cleavage_times, measure, write_measurements
+
+CATS = [{"id": 1, "name": "cell"}]
+
+
+def squares(*specs, shape=(40, 40), **kwargs):
+    """A frame of axis-aligned squares, each (y, x, side) in pixels."""
+    masks = np.zeros((len(specs), *shape), bool)
+    for m, (y, x, side) in zip(masks, specs):
+        m[y:y + side, x:x + side] = True
+    return FrameInstances.from_masks(masks, shape=shape, **kwargs)
+
+
+def test_cell_rows_areas_diameters_and_shared_fraction():
+    # 10x10 and 10x20 squares sharing a 10x5 strip; a lone 4x4 square
+    f = squares((0, 0, 10), (0, 5, 10), (30, 30, 4))
+    f.masks[1, :10, 5:25] = True
+    rows = cell_rows(f)
+    assert [r["area"] for r in rows] == [100, 200, 16]
+    assert [r["shared_fraction"] for r in rows] == [0.5, 0.25, 0.0]
+    assert rows[2]["diameter"] == pytest.approx(2 * math.sqrt(16 / math.pi))
+    assert {r["unit"] for r in rows} == {"px"}
+    um = cell_rows(f, um_per_px=0.5)
+    assert [r["area"] for r in um] == [25, 50, 4] and {r["unit"] for r in um} == {"um"}
+    f.meta["um_per_px"] = 2.0  # from the frame when not given
+    assert [r["area"] for r in cell_rows(f)] == [400, 800, 64]
+    with pytest.raises(ValueError, match="pixel size"):
+        cell_rows(f, um_per_px=0.0)
+
+
+def test_cleavage_times_first_frames_held_and_jumps():
+    counts = [2, 2, 3, 2, 4, 4, 5, 8]
+    times = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]
+    one = {r["cells"]: r for r in cleavage_times(counts, times, persist=1)}
+    assert one[2]["time"] == 0.0 and one[2]["note"] == "at or before the first frame"
+    assert one[3]["frame"] == 2 and one[3]["note"] == ""  # the first frame with 3, even though it drops back
+    assert one[4]["time"] == 2.0 and one[5]["time"] == 3.0
+    assert one[6]["frame"] == one[7]["frame"] == one[8]["frame"] == 7  # 5 -> 8 sets t6, t7, t8 together
+    two = {r["cells"]: r for r in cleavage_times(counts, times, persist=2)}
+    assert two[3]["frame"] == 4  # the lone 3 at frame 2 is not held
+    assert two[5]["frame"] == 6  # 5, 8 holds >= 5 for two frames
+    assert two[8]["frame"] == 7  # the last frame counts when fewer than `persist` are left
+    short = cleavage_times([2, 3], [0, 1], max_cells=4)
+    assert short[2] == {"cells": 4, "time": None, "frame": None, "note": "not reached"}
+    with pytest.raises(ValueError):
+        cleavage_times([2], [0, 1])
+    with pytest.raises(ValueError):
+        cleavage_times([2], [0], persist=0)
+
+
+def test_measure_groups_time_lapses_and_frame_table():
+    a0 = squares((0, 0, 10), (20, 20, 20), file_name="a.tif", frame=0)
+    a1 = squares((0, 0, 10), (20, 20, 10), (0, 20, 10), file_name="a.tif", frame=1)
+    b0 = squares((5, 5, 6), file_name="b.tif", frame=0)
+    b1 = FrameInstances.empty((40, 40), file_name="b.tif", frame=1)  # a frame without cells
+    m = measure([a1, b0, b1, a0], hours_per_frame=0.25)  # out of order on purpose
+    fa = [r for r in m.frames if r["file"] == "a.tif"]
+    assert [(r["frame"], r["time"], r["cells"]) for r in fa] == [(0, 0.0, 2), (1, 0.25, 3)]
+    # areas 100 and 400: mean 250, population std 150
+    assert fa[0]["mean_area"] == 250 and fa[0]["area_cv"] == pytest.approx(150 / 250)
+    assert fa[1]["area_cv"] == 0.0  # three equal cells
+    fb = [r for r in m.frames if r["file"] == "b.tif"]
+    assert fb[0]["cells"] == 1 and fb[0]["area_cv"] is None
+    assert fb[1]["cells"] == 0 and fb[1]["mean_area"] is None and fb[1]["unit"] == "px"
+    t3 = next(r for r in m.cleavage if r["file"] == "a.tif" and r["cells"] == 3)
+    assert (t3["frame"], t3["time"], t3["time_unit"]) == (1, 0.25, "h")
+    assert len([r for r in m.cells if r["file"] == "a.tif"]) == 5
+    # score threshold drops cells before anything is counted
+    a0.scores = np.array([0.9, 0.3], np.float32)
+    assert measure([a0], score_threshold=0.5).frames[0]["cells"] == 1
+    assert "t2" not in measure([a0], score_threshold=0.5).summary()
+
+
+def test_measure_on_synthetic_ground_truth_reads_hours_and_pixel_size():
+    from napari_amodal.data.embryo import render_sequence
+
+    _, frames = render_sequence(7, n_frames=12, size=160, start_cells=2, end_cells=4)
+    m = measure(frames, persist=1)
+    counts = [len(f) for f in frames]
+    for r in m.cleavage:
+        first = next((t for t, c in enumerate(counts) if c >= r["cells"]), None)
+        if first is None:
+            assert r["time"] is None
+        else:
+            assert r["time"] == frames[first].meta["hours"] and r["time_unit"] == "h"
+    f = frames[-1]
+    areas = [r["area"] for r in m.cells if r["frame"] == f.frame]
+    assert areas == pytest.approx(f.areas * f.meta["um_per_px"] ** 2)
+
+
+def test_write_measurements_is_atomic(tmp_path, monkeypatch):
+    m = measure([squares((0, 0, 10), (20, 20, 10), file_name="a.tif")])
+    paths = write_measurements(m, tmp_path, "a")
+    before = paths[0].read_text()
+    from napari_amodal.data import coco
+
+    def broken(fh, *a):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(coco.os, "fsync", broken)
+    with pytest.raises(OSError):
+        write_measurements(measure([squares((0, 0, 5), file_name="a.tif")]), tmp_path, "a")
+    assert paths[0].read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_cells.csv", "a_cleavage.csv", "a_frames.csv"]
+
+
+def test_cli_measure_writes_csv_tables(tmp_path, capsys):
+    frames = [squares((0, 0, 10), (20, 20, 10), file_name="e.tif", frame=0),
+              squares((0, 0, 10), (20, 20, 10), (0, 20, 10), file_name="e.tif", frame=1),
+              squares((0, 0, 10), (20, 20, 10), (0, 20, 10), (20, 0, 12), file_name="e.tif", frame=2)]
+    write_coco(tmp_path / "pred.json", frames, CATS)
+    rc = main(["measure", str(tmp_path / "pred.json"), "--out", str(tmp_path / "m"), "--um-per-px", "0.5",
+               "--minutes-per-frame", "15", "--persist", "1"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "cells per frame 2 3 4" in out and "t3=0.25 h" in out
+    frames_csv = list(csv.DictReader(open(tmp_path / "m" / "pred_frames.csv")))
+    assert [r["cells"] for r in frames_csv] == ["2", "3", "4"]
+    assert float(frames_csv[0]["mean_area"]) == 25.0 and frames_csv[0]["area_cv"] == "0"
+    cells = list(csv.DictReader(open(tmp_path / "m" / "pred_cells.csv")))
+    assert len(cells) == 9 and float(cells[-1]["area"]) == 36.0 and cells[-1]["unit"] == "um"
+    cleavage = {int(r["cells"]): r for r in csv.DictReader(open(tmp_path / "m" / "pred_cleavage.csv"))}
+    assert float(cleavage[4]["time"]) == 0.5 and cleavage[5]["time"] == "" and cleavage[5]["note"] == "not reached"
+
+
+def test_cli_measure_bad_input(tmp_path, capsys):
+    assert main(["measure", str(tmp_path / "missing.json"), "--out", str(tmp_path)]) == 2
+    (tmp_path / "bad.json").write_text("{not json")
+    assert main(["measure", str(tmp_path / "bad.json"), "--out", str(tmp_path)]) == 2
+    write_coco(tmp_path / "ok.json", [squares((0, 0, 10), file_name="e.tif")], CATS)
+    assert main(["measure", str(tmp_path / "ok.json"), "--out", str(tmp_path), "--minutes-per-frame", "0"]) == 2
+    assert main(["measure", str(tmp_path / "ok.json"), "--out", str(tmp_path), "--persist", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "error" in err and "persist" in err
+    assert not (tmp_path / "ok_frames.csv").exists()
