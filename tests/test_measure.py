@@ -30,9 +30,9 @@ def test_cell_rows_areas_diameters_and_shared_fraction():
     assert [r["area"] for r in rows] == [100, 200, 16]
     assert [r["shared_fraction"] for r in rows] == [0.5, 0.25, 0.0]
     assert rows[2]["diameter"] == pytest.approx(2 * math.sqrt(16 / math.pi))
-    assert {r["unit"] for r in rows} == {"px"}
+    assert {(r["area_unit"], r["length_unit"]) for r in rows} == {("px2", "px")}
     um = cell_rows(f, um_per_px=0.5)
-    assert [r["area"] for r in um] == [25, 50, 4] and {r["unit"] for r in um} == {"um"}
+    assert [r["area"] for r in um] == [25, 50, 4] and {(r["area_unit"], r["length_unit"]) for r in um} == {("um2", "um")}
     f.meta["um_per_px"] = 2.0  # from the frame when not given
     assert [r["area"] for r in cell_rows(f)] == [400, 800, 64]
     with pytest.raises(ValueError, match="pixel size"):
@@ -43,16 +43,20 @@ def test_cleavage_times_first_frames_held_and_jumps():
     counts = [2, 2, 3, 2, 4, 4, 5, 8]
     times = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]
     one = {r["cells"]: r for r in cleavage_times(counts, times, persist=1)}
-    assert one[2]["time"] == 0.0 and one[2]["note"] == "at or before the first frame"
+    assert one[2]["time"] == 0.0 and one[2]["note"] == "at or before the first measured frame"
+    assert one[2]["previous_frame"] is None
     assert one[3]["frame"] == 2 and one[3]["note"] == ""  # the first frame with 3, even though it drops back
+    assert one[3]["previous_frame"] == 1
     assert one[4]["time"] == 2.0 and one[5]["time"] == 3.0
     assert one[6]["frame"] == one[7]["frame"] == one[8]["frame"] == 7  # 5 -> 8 sets t6, t7, t8 together
     two = {r["cells"]: r for r in cleavage_times(counts, times, persist=2)}
     assert two[3]["frame"] == 4  # the lone 3 at frame 2 is not held
     assert two[5]["frame"] == 6  # 5, 8 holds >= 5 for two frames
-    assert two[8]["frame"] == 7  # the last frame counts when fewer than `persist` are left
+    assert two[8]["frame"] == 7 and two[8]["note"] == "unconfirmed: fewer than 2 frames left"  # last frame only
+    assert two[6]["frame"] == 7 and two[6]["note"].startswith("unconfirmed")
+    assert cleavage_times([2, 5], [0, 1], persist=3)[1]["note"].startswith("unconfirmed")
     short = cleavage_times([2, 3], [0, 1], max_cells=4)
-    assert short[2] == {"cells": 4, "time": None, "frame": None, "note": "not reached"}
+    assert short[2] == {"cells": 4, "time": None, "frame": None, "previous_frame": None, "note": "not reached"}
     with pytest.raises(ValueError):
         cleavage_times([2], [0, 1])
     with pytest.raises(ValueError):
@@ -72,14 +76,41 @@ def test_measure_groups_time_lapses_and_frame_table():
     assert fa[1]["area_cv"] == 0.0  # three equal cells
     fb = [r for r in m.frames if r["file"] == "b.tif"]
     assert fb[0]["cells"] == 1 and fb[0]["area_cv"] is None
-    assert fb[1]["cells"] == 0 and fb[1]["mean_area"] is None and fb[1]["unit"] == "px"
+    assert fb[1]["cells"] == 0 and fb[1]["mean_area"] is None and fb[1]["length_unit"] == "px"
     t3 = next(r for r in m.cleavage if r["file"] == "a.tif" and r["cells"] == 3)
     assert (t3["frame"], t3["time"], t3["time_unit"]) == (1, 0.25, "h")
+    # frame indices, not list positions, in the table; times from a start time (hours after insemination)
+    a5 = squares((0, 0, 10), (20, 20, 10), (0, 20, 10), (20, 0, 10), file_name="a.tif", frame=5)
+    m2 = measure([a0, a5, a1], hours_per_frame=0.5, start_hours=24.0, persist=1)
+    t4 = next(r for r in m2.cleavage if r["cells"] == 4)
+    assert (t4["frame"], t4["previous_frame"], t4["time"]) == (5, 1, 26.5)
+    with pytest.raises(ValueError, match="given twice"):
+        measure([a0, a0])
     assert len([r for r in m.cells if r["file"] == "a.tif"]) == 5
     # score threshold drops cells before anything is counted
     a0.scores = np.array([0.9, 0.3], np.float32)
     assert measure([a0], score_threshold=0.5).frames[0]["cells"] == 1
     assert "t2" not in measure([a0], score_threshold=0.5).summary()
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        measure([a0], score_threshold=float("nan"))
+
+
+def test_time_units_are_decided_per_time_lapse_and_bad_metadata_is_named():
+    a = [squares((0, 0, 10), file_name="a.tif", frame=t) for t in range(3)]
+    for t, f in enumerate(a):
+        f.meta["hours"] = 20.0 + t
+    assert [r["time"] for r in measure(a).frames] == [20.0, 21.0, 22.0]
+    del a[1].meta["hours"]  # one frame without: the whole time-lapse falls back to frame indices
+    m = measure(a)
+    assert [(r["time"], r["time_unit"]) for r in m.frames] == [(0.0, "frame"), (1.0, "frame"), (2.0, "frame")]
+    assert {r["time_unit"] for r in m.cleavage} == {"frame"}
+    a[1].meta["hours"] = "noon"
+    with pytest.raises(ValueError, match="a.tif, frame 1"):
+        measure(a)
+    a[1].meta = {"um_per_px": None, "hours": 21.0}
+    a[2].meta["um_per_px"] = "0.4 um"
+    with pytest.raises(ValueError, match="pixel size.*a.tif, frame 2"):
+        measure(a)
 
 
 def test_measure_on_synthetic_ground_truth_reads_hours_and_pixel_size():
@@ -129,9 +160,15 @@ def test_cli_measure_writes_csv_tables(tmp_path, capsys):
     assert [r["cells"] for r in frames_csv] == ["2", "3", "4"]
     assert float(frames_csv[0]["mean_area"]) == 25.0 and frames_csv[0]["area_cv"] == "0"
     cells = list(csv.DictReader(open(tmp_path / "m" / "pred_cells.csv")))
-    assert len(cells) == 9 and float(cells[-1]["area"]) == 36.0 and cells[-1]["unit"] == "um"
+    assert len(cells) == 9 and float(cells[-1]["area"]) == 36.0 and cells[-1]["area_unit"] == "um2"
     cleavage = {int(r["cells"]): r for r in csv.DictReader(open(tmp_path / "m" / "pred_cleavage.csv"))}
     assert float(cleavage[4]["time"]) == 0.5 and cleavage[5]["time"] == "" and cleavage[5]["note"] == "not reached"
+    assert cleavage[4]["previous_frame"] == "1"
+    rc = main(["-q", "measure", str(tmp_path / "pred.json"), "--out", str(tmp_path / "m"), "--minutes-per-frame", "60",
+               "--start-hours", "40"])
+    assert rc == 0
+    cleavage = {int(r["cells"]): r for r in csv.DictReader(open(tmp_path / "m" / "pred_cleavage.csv"))}
+    assert cleavage[3]["time"] == "41" and cleavage[4]["time"] == "42" and cleavage[4]["note"].startswith("unconfirmed")
 
 
 def test_cli_measure_bad_input(tmp_path, capsys):

@@ -252,9 +252,9 @@ def cmd_measure(args) -> int:
         raise ValueError(f"inputs would write the same output files: {', '.join(clash)}; measure them into separate --out folders")
     hours = args.minutes_per_frame / 60.0 if args.minutes_per_frame is not None else None
     for inp, stem in zip(args.inputs, stems):
-        frames, _ = read_amodal(inp)
-        m = measure(frames, um_per_px=args.um_per_px, hours_per_frame=hours, score_threshold=args.score_threshold,
-                    persist=args.persist)
+        records, _ = read_amodal(inp, lazy=True)  # one frame's masks in memory at a time
+        m = measure(records, um_per_px=args.um_per_px, hours_per_frame=hours, start_hours=args.start_hours,
+                    score_threshold=args.score_threshold, persist=args.persist)
         written = write_measurements(m, args.out, stem)
         if not args.quiet:
             print(m.summary())
@@ -407,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     me.add_argument("--out", type=Path, required=True, help="output folder: STEM_cells.csv, STEM_frames.csv, STEM_cleavage.csv")
     me.add_argument("--um-per-px", type=float, help="pixel size in µm (default: sizes in pixels)")
     me.add_argument("--minutes-per-frame", type=float, help="frame interval (default: times as frame indices)")
+    me.add_argument("--start-hours", type=float, default=0.0,
+                    help="time of frame 0 in hours, e.g. after insemination (with --minutes-per-frame; default 0)")
     me.add_argument("--score-threshold", type=float, help="drop cells scored below it (default: keep all in the file)")
     me.add_argument("--persist", type=int, default=2,
                     help="frames a cell count must hold to set a cleavage time (default 2: one miscounted frame does not)")

@@ -97,7 +97,8 @@ def run_segmentation(out_dir, quiet: bool, model: str) -> dict:
         print("true cells per frame: ", " ".join(str(len(f)) for f in gt))
         print(format_report(report))
         print("cleavage (first frame with n cells, held 2 frames): "
-              + " ".join(f"t{r['cells']}={r['frame']}" for r in measurements.cleavage if r["frame"] is not None))
+              + " ".join(f"t{r['cells']}{'<=' if r['note'].startswith('at or before') else '='}{r['frame']}"
+                         for r in measurements.cleavage if r["frame"] is not None))
         print(f"wrote {json_path}, {occ_path}, {overlay_path}, the measurements "
               f"({', '.join(p.name for p in measurement_paths)}) and {out / 'summary.json'}")
     return summary

@@ -14,8 +14,11 @@ whole area, not the visible part.
 
 Units: lengths in µm and areas in µm² when the pixel size is known (the
 ``um_per_px`` argument, else ``frame.meta["um_per_px"]``), otherwise px and
-px². Times in hours when known (``frame.meta["hours"]``, else ``hours_per_frame``
-x the frame index), otherwise frame indices. Every row says its units.
+px² (``length_unit`` / ``area_unit`` columns). Times (``time_unit``) in hours
+when known: ``start_hours + frame x hours_per_frame`` when a frame interval is
+given (set ``start_hours`` to the first frame's time after insemination to get
+the embryologists' t2 ... t8), else ``frame.meta["hours"]`` when every frame of
+the time-lapse has it; otherwise frame indices.
 """
 
 from __future__ import annotations
@@ -34,25 +37,46 @@ from .instances import FrameInstances
 __all__ = ["Measurements", "cell_rows", "cleavage_times", "measure", "write_measurements"]
 
 
-def _pixel_size(frame: FrameInstances, um_per_px: float | None) -> float | None:
-    value = um_per_px if um_per_px is not None else frame.meta.get("um_per_px")
-    if value is None:
+def _number(value, what: str, where: str) -> float:
+    """``value`` as a positive finite float, or a ValueError that names it and where it came from."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number, got {value!r} ({where})") from None
+    if not math.isfinite(x) or x <= 0:
+        raise ValueError(f"{what} must be a positive number, got {value!r} ({where})")
+    return x
+
+
+def _where(frame) -> str:
+    return f"{frame.file_name or 'unnamed'}, frame {frame.frame}"
+
+
+def _pixel_size(frame, um_per_px: float | None) -> float | None:
+    """µm per pixel: the argument, else ``frame.meta["um_per_px"]``, else None (pixels)."""
+    if um_per_px is not None:
+        return _number(um_per_px, "the pixel size (µm)", "given")
+    if frame.meta.get("um_per_px") is None:
         return None
-    value = float(value)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"the pixel size must be a positive number of µm, got {value!r}")
-    return value
+    return _number(frame.meta["um_per_px"], "the pixel size (µm)", f"{_where(frame)}: meta um_per_px")
 
 
-def _frame_time(frame: FrameInstances, hours_per_frame: float | None) -> tuple[float, str]:
-    """``(time, unit)``: hours when known, else the frame index."""
+def _group_times(group, hours_per_frame: float | None, start_hours: float) -> tuple[list[float], str]:
+    """The times of one time-lapse's frames and their unit, decided once for the whole group:
+    ``start_hours + frame x hours_per_frame`` when an interval is given, else every frame's
+    ``meta["hours"]`` when all have one, else the frame indices ("frame")."""
     if hours_per_frame is not None:
-        if not math.isfinite(hours_per_frame) or hours_per_frame <= 0:
-            raise ValueError(f"the frame interval must be a positive number of hours, got {hours_per_frame!r}")
-        return float(frame.frame) * float(hours_per_frame), "h"
-    if "hours" in frame.meta:
-        return float(frame.meta["hours"]), "h"
-    return float(frame.frame), "frame"
+        step = _number(hours_per_frame, "the frame interval (hours)", "given")
+        return [float(start_hours) + f.frame * step for f in group], "h"
+    if group and all(f.meta.get("hours") is not None for f in group):
+        times = []
+        for f in group:
+            try:
+                times.append(float(f.meta["hours"]))
+            except (TypeError, ValueError):
+                raise ValueError(f"meta hours must be a number, got {f.meta['hours']!r} ({_where(f)})") from None
+        return times, "h"
+    return [float(f.frame) for f in group], "frame"
 
 
 def cell_rows(frame: FrameInstances, um_per_px: float | None = None) -> list[dict]:
@@ -66,10 +90,12 @@ def cell_rows(frame: FrameInstances, um_per_px: float | None = None) -> list[dic
     Returns:
         dicts with ``cell`` (0-based index in the frame), ``track_id``,
         ``score``, ``area`` (µm² or px²), ``diameter`` (µm or px),
-        ``shared_fraction`` (0..1) and ``unit`` ("um" or "px").
+        ``shared_fraction`` (0..1), ``area_unit`` ("um2" or "px2") and
+        ``length_unit`` ("um" or "px").
     """
     size = _pixel_size(frame, um_per_px)
     scale, unit = (size, "um") if size is not None else (1.0, "px")
+    units = {"area_unit": unit + "2", "length_unit": unit}
     areas_px = frame.masks.sum(axis=(1, 2), dtype=np.float64)  # (N,)
     if len(frame):
         crowded = frame.masks.sum(0) >= 2  # (H, W): pixels inside two or more cells
@@ -86,7 +112,7 @@ def cell_rows(frame: FrameInstances, um_per_px: float | None = None) -> list[dic
             "area": area,
             "diameter": 2.0 * math.sqrt(area / math.pi),
             "shared_fraction": float(shared_px[i] / areas_px[i]) if areas_px[i] else 0.0,
-            "unit": unit,
+            **units,
         })
     return rows
 
@@ -96,22 +122,24 @@ def cleavage_times(counts: Sequence[int], times: Sequence[float], max_cells: int
     """Cleavage times ``t2 ... t<max_cells>`` of one time-lapse from its cell counts.
 
     ``t_n`` is the time of the first frame from which the count stays ``>= n``
-    for ``persist`` frames in a row (or up to the last frame, when fewer are
-    left): with ``persist`` > 1 one frame that over-counts by mistake does not
-    set it. A count that jumps (2 -> 4) sets ``t3`` and ``t4`` together.
+    for ``persist`` measured frames in a row: one frame that over-counts by
+    mistake does not set it. A count that jumps (2 -> 4) sets ``t3`` and ``t4``
+    together. The division happened between the previous measured frame and
+    this one (``previous_frame``).
 
     Args:
-        counts: cells per frame, in time order (T,).
+        counts: cells per measured frame, in time order (T,).
         times: the frames' times (T,), hours or frame indices.
         max_cells: the last ``n`` reported.
-        persist: frames the count must hold (>= 1).
+        persist: measured frames the count must hold (>= 1).
 
     Returns:
-        one dict per ``n`` in ``2..max_cells``: ``cells``, ``time`` and
-        ``frame`` (position in ``counts``; both ``None`` when never reached)
-        and ``note``: "" when the division was seen, "at or before the first
-        frame" when the first frame already had ``n`` cells (the time is an
-        upper bound) or "not reached".
+        one dict per ``n`` in ``2..max_cells``: ``cells``, ``time``, ``frame``
+        (position in ``counts``) and ``previous_frame`` (position before it;
+        all ``None`` when never reached) and ``note``: "" when the division was
+        seen; "at or before the first measured frame" (the time is an upper
+        bound); "unconfirmed: fewer than PERSIST frames left" (reached only in
+        the last frames, too few to hold the count); "not reached".
     """
     if persist < 1:
         raise ValueError(f"persist must be at least 1 frame, got {persist}")
@@ -120,16 +148,17 @@ def cleavage_times(counts: Sequence[int], times: Sequence[float], max_cells: int
         raise ValueError(f"{len(c)} counts but {len(times)} times")
     rows = []
     for n in range(2, max_cells + 1):
-        at = None
-        for t in range(len(c)):
-            if np.all(c[t:t + persist] >= n):
-                at = t
-                break
-        if at is None:
-            rows.append({"cells": n, "time": None, "frame": None, "note": "not reached"})
+        held = [t for t in range(len(c) - persist + 1) if np.all(c[t:t + persist] >= n)]
+        tail = [t for t in range(max(len(c) - persist + 1, 0), len(c)) if np.all(c[t:] >= n)]
+        if held:
+            at, note = held[0], ("at or before the first measured frame" if held[0] == 0 else "")
+        elif tail:
+            at, note = tail[0], f"unconfirmed: fewer than {persist} frames left"
         else:
-            rows.append({"cells": n, "time": float(times[at]), "frame": at,
-                         "note": "at or before the first frame" if at == 0 else ""})
+            rows.append({"cells": n, "time": None, "frame": None, "previous_frame": None, "note": "not reached"})
+            continue
+        rows.append({"cells": n, "time": float(times[at]), "frame": at, "previous_frame": at - 1 if at else None,
+                     "note": note})
     return rows
 
 
@@ -151,68 +180,82 @@ class Measurements:
             for r in self.cleavage:
                 if r["file"] != name or r["time"] is None:
                     continue
-                mark = "<=" if r["note"] else "="
+                mark = "<=" if r["note"].startswith("at or before") else ("?=" if r["note"] else "=")
                 parts.append(f"t{r['cells']}{mark}{r['time']:g}{' h' if r['time_unit'] == 'h' else ''}")
             lines.append("  cleavage: " + (" ".join(parts) if parts else "none seen"))
         return "\n".join(lines)
 
 
-def measure(frames: Sequence[FrameInstances], um_per_px: float | None = None,
-            hours_per_frame: float | None = None, score_threshold: float | None = None,
-            max_cells: int = 8, persist: int = 2) -> Measurements:
+def measure(frames, um_per_px: float | None = None, hours_per_frame: float | None = None,
+            start_hours: float = 0.0, score_threshold: float | None = None, max_cells: int = 8,
+            persist: int = 2) -> Measurements:
     """Measure cells, frames and cleavage times of one or more time-lapses.
 
     Frames are grouped by ``file_name`` (one group per time-lapse) and ordered
-    by ``frame`` within it.
+    by ``frame`` within it; only the frames given are measured (a frame left
+    out is not counted as empty).
 
     Args:
-        frames: amodal instances, e.g. predictions read with ``read_amodal``.
+        frames: :class:`FrameInstances`, or records with ``file_name``,
+            ``frame`` and ``load()`` (``read_amodal(..., lazy=True)``: one
+            frame's masks in memory at a time).
         um_per_px: pixel size in µm (default: each frame's ``meta`` or pixels).
-        hours_per_frame: frame interval in hours (default: each frame's
+        hours_per_frame: frame interval in hours (default: the frames'
             ``meta["hours"]`` or frame indices).
-        score_threshold: drop cells scored below it first (default: keep all).
+        start_hours: the time of frame 0 when ``hours_per_frame`` is given
+            (e.g. hours after insemination).
+        score_threshold: drop cells scored below it first (0..1; default: keep all).
         max_cells, persist: see :func:`cleavage_times`.
     """
-    groups: dict[str, list[FrameInstances]] = {}
+    if score_threshold is not None and not 0.0 <= score_threshold <= 1.0:
+        raise ValueError(f"the score threshold must be between 0 and 1, got {score_threshold!r}")
+    if not math.isfinite(start_hours):
+        raise ValueError(f"the start time must be a number of hours, got {start_hours!r}")
+    groups: dict[str, list] = {}
     for f in frames:
         groups.setdefault(f.file_name, []).append(f)
     cells, frame_rows, cleavage = [], [], []
     for name, group in groups.items():
         group = sorted(group, key=lambda f: f.frame)
-        counts, times = [], []
-        for f in group:
+        dup = sorted({a.frame for a, b in zip(group, group[1:]) if a.frame == b.frame})
+        if dup:
+            raise ValueError(f"{name or 'unnamed'}: frame {dup[0]} is given twice")
+        times, time_unit = _group_times(group, hours_per_frame, start_hours)
+        counts = []
+        for f, time in zip(group, times):
+            if hasattr(f, "load"):  # a lazy record: decode its masks now
+                f = f.load()
             if score_threshold is not None:
                 f = f.select(f.scores >= score_threshold)
-            time, time_unit = _frame_time(f, hours_per_frame)
             rows = cell_rows(f, um_per_px)
+            where = {"file": name, "frame": f.frame, "time": time, "time_unit": time_unit}
             for r in rows:
-                cells.append({"file": name, "frame": f.frame, "time": time, "time_unit": time_unit, **r})
+                cells.append({**where, **r})
             areas = np.array([r["area"] for r in rows])
             diameters = [r["diameter"] for r in rows]
-            unit = rows[0]["unit"] if rows else ("um" if _pixel_size(f, um_per_px) is not None else "px")
+            unit = "um" if _pixel_size(f, um_per_px) is not None else "px"
             frame_rows.append({
-                "file": name, "frame": f.frame, "time": time, "time_unit": time_unit, "cells": len(rows),
+                **where, "cells": len(rows),
                 "mean_area": float(areas.mean()) if len(rows) else None,
                 "area_cv": float(areas.std() / areas.mean()) if len(rows) >= 2 else None,
                 "min_diameter": min(diameters) if rows else None,
                 "max_diameter": max(diameters) if rows else None,
-                "unit": unit,
+                "area_unit": unit + "2", "length_unit": unit,
             })
             counts.append(len(rows))
-            times.append(time)
-        unit = frame_rows[-1]["time_unit"]
         for r in cleavage_times(counts, times, max_cells=max_cells, persist=persist):
             frame = group[r["frame"]].frame if r["frame"] is not None else None
-            cleavage.append({"file": name, **r, "frame": frame, "time_unit": unit})
+            previous = group[r["previous_frame"]].frame if r["previous_frame"] is not None else None
+            cleavage.append({"file": name, **r, "frame": frame, "previous_frame": previous, "time_unit": time_unit})
     return Measurements(cells, frame_rows, cleavage)
 
 
 _COLUMNS = {
     "cells": ["file", "frame", "time", "time_unit", "cell", "track_id", "score", "area", "diameter",
-              "shared_fraction", "unit"],
+              "shared_fraction", "area_unit", "length_unit"],
     "frames": ["file", "frame", "time", "time_unit", "cells", "mean_area", "area_cv", "min_diameter",
-               "max_diameter", "unit"],
-    "cleavage": ["file", "cells", "time", "time_unit", "frame", "note"],
+               "max_diameter", "area_unit", "length_unit"],
+    "cleavage": ["file", "cells", "time", "time_unit", "frame", "previous_frame", "note"],
 }
 
 

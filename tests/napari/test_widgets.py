@@ -326,13 +326,20 @@ def test_export_measurements_of_the_corrected_cells(segmented, qtbot, errors, tm
     qtbot.waitUntil(lambda: getattr(p, "last_measurements", None) is not None, timeout=30_000)
     assert errors == []
     rows = list(csv.DictReader(open(tmp_path / "embryo_frames.csv")))
+    # only frames with cells (or reviewed) are measured: the 18 frames never segmented are not empty embryos
     counts = np.bincount(layer.features["frame"].astype(int), minlength=20)
-    assert [int(r["cells"]) for r in rows] == list(counts)
-    assert [float(r["time"]) for r in rows] == [t * 0.5 for t in range(20)] and rows[0]["time_unit"] == "h"
+    measured = [t for t in range(20) if counts[t]]
+    assert measured and set(measured) <= {1, 2}
+    assert [int(r["frame"]) for r in rows] == measured and [int(r["cells"]) for r in rows] == list(counts[measured])
+    assert [float(r["time"]) for r in rows] == [t * 0.5 for t in measured] and rows[0]["time_unit"] == "h"
     cells = list(csv.DictReader(open(tmp_path / "embryo_cells.csv")))
-    assert len(cells) == len(layer.data) and {r["unit"] for r in cells} == {"um"}
+    assert len(cells) == len(layer.data) and {r["area_unit"] for r in cells} == {"um2"}
     # areas in µm²: 0.25 x the rasterised pixel area of the same cells
     frames = _common.layer_frames(layer)
     px = sorted(float(a) for f in frames for a in f.areas)
     assert sorted(float(r["area"]) for r in cells) == pytest.approx([a * 0.25 for a in px], rel=1e-5)
-    assert (tmp_path / "embryo_cleavage.csv").exists()
+    cleavage = list(csv.DictReader(open(tmp_path / "embryo_cleavage.csv")))
+    first = [r for r in cleavage if r["frame"] == str(measured[0])]
+    assert len(first) == max(counts[measured[0]] - 1, 0)  # t2..tN of an N-cell first frame
+    assert all(r["note"] == "at or before the first measured frame" for r in first)
+    assert all(int(r["cells"]) <= counts[measured[0]] for r in first)

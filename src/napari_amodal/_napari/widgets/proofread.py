@@ -69,6 +69,7 @@ class ProofreadWidget(QWidget):
         self.dirty = False
         self.project_path: Path | None = None
         self.last_autosave: Path | None = None
+        self.last_measurements: list[Path] | None = None
         self._layer = None
         self._quiet = 0  # >0: layer events come from the widget itself
 
@@ -510,24 +511,32 @@ class ProofreadWidget(QWidget):
             return None
 
     def export_measurements(self, path=None):
-        """Measure the cells of every frame as they stand (corrected) and write
-        ``STEM_cells.csv``, ``STEM_frames.csv`` and ``STEM_cleavage.csv`` beside
-        ``path`` (``STEM.csv``, or a file dialog), in a worker thread.
+        """Measure the cells as they stand (corrected) and write ``STEM_cells.csv``,
+        ``STEM_frames.csv`` and ``STEM_cleavage.csv`` beside ``path`` (``STEM.csv``,
+        or a file dialog), in a worker thread.
 
-        Units come from the "µm/px" and "min/frame" boxes (0: pixels, frame
-        indices). Returns the started worker (None when nothing was started);
-        its ``returned`` signal carries the written paths.
+        Only frames with cells or marked reviewed are measured: a frame never
+        segmented is not an empty embryo. Units come from the "µm/px" and
+        "min/frame" boxes (0: pixels, frame indices). Returns the started
+        worker (None when nothing was started); ``last_measurements`` holds the
+        written paths when it is done.
         """
         from napari.qt.threading import create_worker
 
         from ...measure import measure, write_measurements
 
         if path is None:
-            path, _ = QFileDialog.getSaveFileName(self, "Export measurements", "", "CSV tables (*.csv)")
+            # the three files written are STEM_*.csv, not the chosen name: no overwrite prompt for it
+            path, _ = QFileDialog.getSaveFileName(self, "Export measurements (STEM_cells/_frames/_cleavage.csv)",
+                                                  "", "CSV tables (*.csv)",
+                                                  options=QFileDialog.Option.DontConfirmOverwrite)
             if not path:
                 return None
         path = Path(path)
         stem = path.name[:-4] if path.name.lower().endswith(".csv") else path.name
+        for table in ("_cells", "_frames", "_cleavage"):  # picking an earlier STEM_cells.csv means STEM
+            if stem.endswith(table):
+                stem = stem[: -len(table)]
         um = float(self.um_per_px.value()) or None
         minutes = float(self.minutes.value()) or None
         try:
@@ -537,7 +546,10 @@ class ProofreadWidget(QWidget):
             return None
 
         def work():
-            frames = job().frames
+            project = job()
+            frames = [f for f in project.frames if len(f) or f.frame in project.reviewed]
+            if not frames:
+                raise ValueError("no frame has cells or is reviewed: segment or annotate first")
             m = measure(frames, um_per_px=um, hours_per_frame=minutes / 60.0 if minutes else None)
             return write_measurements(m, path.parent, stem)
 
