@@ -33,6 +33,7 @@ def main(argv=None) -> dict:
 
     from napari_amodal.data.embryo import render_sequence
     from napari_amodal.evaluate import evaluate_frames
+    from napari_amodal.measure import measure
     from napari_amodal.segment import Segmenter
 
     seg = Segmenter.load(args.model, device=args.device, score_threshold=0.05)
@@ -61,6 +62,22 @@ def main(argv=None) -> dict:
         return float(np.mean([int((p.scores >= threshold).sum()) == len(g) for p, g in zip(preds, gts)]))
 
     count_acc = count_accuracy(args.score_threshold)
+    # cleavage times t3..t8 as napari-amodal measure gives them (counts held 2 frames) against the
+    # truth (first frame with n cells), in frames; only divisions seen in the truth (t2 is at frame 0)
+    truth = {(r["file"], r["cells"]): r["frame"] for r in measure(gts, persist=1).cleavage}
+    errors, missed = [], 0
+    for r in measure(preds, score_threshold=args.score_threshold).cleavage:
+        t = truth[(r["file"], r["cells"])]
+        if t is None or t == 0:
+            continue
+        if r["frame"] is None:
+            missed += 1
+        else:
+            errors.append(abs(r["frame"] - t))
+    errors = np.array(errors)
+    cleavage = {"divisions": len(errors) + missed, "missed": missed,
+                "within_1_frame": float(np.mean(errors <= 1) * len(errors) / max(len(errors) + missed, 1)),
+                "median_abs_error_frames": float(np.median(errors)) if len(errors) else None}
     by_threshold = {round(t, 2): count_accuracy(t) for t in np.arange(0.3, 0.96, 0.05)}
     result = {
         "model": args.model,
@@ -72,6 +89,7 @@ def main(argv=None) -> dict:
         "count_threshold": args.score_threshold,
         "count_accuracy_by_threshold": by_threshold,
         "AP_by_cell_count": by_count,
+        "cleavage_times": cleavage,
         "seconds": round(seconds, 1),
         "seed": args.seed,
     }
@@ -80,6 +98,9 @@ def main(argv=None) -> dict:
     print(f"occlusion-map IoU {overall['occlusion_iou']:.3f}")
     print(f"cell-count accuracy per frame (score >= {args.score_threshold}): {count_acc:.3f}")
     print("count accuracy by score threshold: " + "  ".join(f"{t:.2f}:{a:.2f}" for t, a in by_threshold.items()))
+    print(f"cleavage times t3..t8 (napari-amodal measure, counts held 2 frames): {cleavage['within_1_frame']:.2f} of "
+          f"{cleavage['divisions']} within 1 frame of the truth, median error "
+          f"{cleavage['median_abs_error_frames']} frames, {cleavage['missed']} never reached")
     for n, r in by_count.items():
         print(f"  {n} cells: {r['frames']:4d} frames  AP {r['AP']:.3f}  AP50 {r['AP50']:.3f}")
     print(f"{n_frames} frames segmented in {seconds:.0f} s on {seg.device}")
