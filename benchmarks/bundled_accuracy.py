@@ -76,7 +76,7 @@ def main(argv=None) -> dict:
             errors.append(abs(r["frame"] - t))
     errors = np.array(errors)
     cleavage = {"divisions": len(errors) + missed, "missed": missed,
-                "within_1_frame": float(np.mean(errors <= 1) * len(errors) / max(len(errors) + missed, 1)),
+                "within_1_frame": float(np.sum(errors <= 1) / max(len(errors) + missed, 1)),
                 "median_abs_error_frames": float(np.median(errors)) if len(errors) else None}
     by_threshold = {round(t, 2): count_accuracy(t) for t in np.arange(0.3, 0.96, 0.05)}
     result = {
