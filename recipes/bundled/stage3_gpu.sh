@@ -2,7 +2,8 @@
 # A further stage of the bundled model, on a GPU: more iterations from a trained model
 # (INIT, required) on freshly rendered synthetic embryos, with mixed precision.
 # train.sh runs it for stages 3 (INIT = the installed stage-2 file, float16 as shipped),
-# 4 (the installed stage-3 file) and 5 (stage 4's model), each with its own seeds.
+# 4 (the installed stage-3 file), 5 (stage 4's model) and 6 (stage 5's model, on the
+# CPU: DEVICE=cpu), each with its own seeds.
 #
 #   INIT=MODEL bash recipes/bundled/stage3_gpu.sh  # STEP=all DATA=data/bundled3 OUT=runs/bundled3
 #   STEP=data  bash recipes/bundled/stage3_gpu.sh # only render the data (CPU, JOBS processes at once)

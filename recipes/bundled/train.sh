@@ -5,13 +5,15 @@
 #
 #   bash recipes/bundled/train.sh            # DATA=data/bundled OUT=runs/bundled
 #
-# Five detector stages: 1,600 iterations at lr 0.02 (OUT), then 2,400 more from
+# Six detector stages: 1,600 iterations at lr 0.02 (OUT), then 2,400 more from
 # that model at lr 0.01 (OUT2, default OUT with a 2: runs/bundled2), then 1,600
 # more at lr 0.01 on freshly rendered embryos (recipes/bundled/stage3_gpu.sh, OUT3),
 # started from the installed stage-2 package file; stage 4 (OUT4): 1,600 x batch 8
 # from the installed stage-3 file on 14 + 4 new sets of embryos (seeds 6100, 7100);
-# stage 5 (OUT5): 2,400 x batch 8 from stage 4 on 14 + 4 more (seeds 6200, 7200).
-# 5,600 x batch 4 + 4,000 x batch 8 in all. Stages 3-5 ran on a GPU with mixed
+# stage 5 (OUT5): 2,400 x batch 8 from stage 4 on 14 + 4 more (seeds 6200, 7200);
+# stage 6 (OUT6): 1,200 x batch 8 at lr 0.005 from stage 5 on 14 + 4 more (seeds 6300,
+# 7300), on a 2-core CPU (about 1.5 h; DEVICE6=cpu, as it was made).
+# 5,600 x batch 4 + 5,200 x batch 8 in all. Stages 3-5 ran on a GPU with mixed
 # precision (DEVICE3=auto picks CUDA when present; on 2 CPU cores stage 3 takes about
 # 1.5 h, stages 4 and 5 together about 8 h; WORKERS45=2 there). Every step is seeded. Training resumes
 # from its last.safetensors if it was interrupted: run the same command again.
@@ -23,6 +25,7 @@ OUT2=${OUT2:-${OUT}2}
 OUT3=${OUT3:-${OUT}3}
 OUT4=${OUT4:-${OUT}4}
 OUT5=${OUT5:-${OUT}5}
+OUT6=${OUT6:-${OUT}6}
 ITERATIONS=${ITERATIONS:-1600}
 ITERATIONS2=${ITERATIONS2:-2400}
 NA=${NAPARI_AMODAL:-napari-amodal}
@@ -67,6 +70,12 @@ env "${S45[@]}" DATA="${DATA}4" OUT="$OUT4" INIT=src/napari_amodal/models/bundle
 env "${S45[@]}" DATA="${DATA}5" OUT="$OUT5" INIT="$OUT4/model.safetensors" \
   ITERATIONS=2400 VAL_EVERY=600 SEED=4 SEED1=6200 SEED5=7200 bash recipes/bundled/stage3_gpu.sh
 
-# 7. ship it: weights + config (with the inference-only settings of inference.json) +
+# 7. stage 6 from stage 5's float32 model at half the learning rate, on fresh embryos; it ran
+#    on the 2-core CPU in float32 (one data loader, two threads)
+env STEP=all BATCH=8 JOBS=14 SEQ=8 FRAMES=30 WORKERS="${WORKERS6:-1}" LR=0.005 DEVICE="${DEVICE6:-cpu}" \
+  OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" NAPARI_AMODAL="$NA" DATA="${DATA}6" OUT="$OUT6" INIT="$OUT5/model.safetensors" \
+  ITERATIONS=1200 VAL_EVERY=400 SEED=5 SEED1=6300 SEED5=7300 bash recipes/bundled/stage3_gpu.sh
+
+# 8. ship it: weights + config (with the inference-only settings of inference.json) +
 #    checksum + all stages' training logs into the package
-python recipes/bundled/install.py "$OUT" "$OUT2" "$OUT3" "$OUT4" "$OUT5"
+python recipes/bundled/install.py "$OUT" "$OUT2" "$OUT3" "$OUT4" "$OUT5" "$OUT6"
