@@ -178,6 +178,7 @@ def test_cli_measure_bad_input(tmp_path, capsys):
     write_coco(tmp_path / "ok.json", [squares((0, 0, 10), file_name="e.tif")], CATS)
     assert main(["measure", str(tmp_path / "ok.json"), "--out", str(tmp_path), "--minutes-per-frame", "0"]) == 2
     assert main(["measure", str(tmp_path / "ok.json"), "--out", str(tmp_path), "--persist", "0"]) == 2
+    assert main(["measure", str(tmp_path / "ok.json"), "--out", str(tmp_path), "--start-hours", "24"]) == 2
     err = capsys.readouterr().err
     assert "error" in err and "persist" in err
     assert not (tmp_path / "ok_frames.csv").exists()

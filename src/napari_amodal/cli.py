@@ -246,6 +246,8 @@ def cmd_measure(args) -> int:
 
     if args.minutes_per_frame is not None and args.minutes_per_frame <= 0:
         raise ValueError(f"--minutes-per-frame must be positive, got {args.minutes_per_frame}")
+    if args.start_hours and args.minutes_per_frame is None:
+        raise ValueError("--start-hours needs --minutes-per-frame (the frame interval) to place the frames in time")
     stems = [output_stem(p) for p in args.inputs]
     clash = sorted({s for s in stems if stems.count(s) > 1})
     if clash:
