@@ -72,9 +72,8 @@ env "${S45[@]}" DATA="${DATA}5" OUT="$OUT5" INIT="$OUT4/model.safetensors" \
 
 # 7. stage 6 from stage 5's float32 model at half the learning rate, on fresh embryos; it ran
 #    on the 2-core CPU in float32 (one data loader, two threads)
-env STEP=all BATCH=8 JOBS=14 SEQ=8 FRAMES=30 WORKERS="${WORKERS6:-1}" LR=0.005 DEVICE="${DEVICE6:-cpu}" \
-  OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" NAPARI_AMODAL="$NA" DATA="${DATA}6" OUT="$OUT6" INIT="$OUT5/model.safetensors" \
-  ITERATIONS=1200 VAL_EVERY=400 SEED=5 SEED1=6300 SEED5=7300 bash recipes/bundled/stage3_gpu.sh
+env "${S45[@]}" WORKERS="${WORKERS6:-1}" LR=0.005 DEVICE="${DEVICE6:-cpu}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" \
+  DATA="${DATA}6" OUT="$OUT6" INIT="$OUT5/model.safetensors" ITERATIONS=1200 VAL_EVERY=400 SEED=5 SEED1=6300 SEED5=7300 bash recipes/bundled/stage3_gpu.sh
 
 # 8. ship it: weights + config (with the inference-only settings of inference.json) +
 #    checksum + all stages' training logs into the package

@@ -218,16 +218,23 @@ def cmd_finetune(args) -> int:
     return 0
 
 
+def _output_stems(inputs, verb: str) -> list[str]:
+    """The output file stem of each input; a ValueError when two would write the same files."""
+    from .write import output_stem
+
+    stems = [output_stem(p) for p in inputs]
+    clash = sorted({s for s in stems if stems.count(s) > 1})
+    if clash:
+        raise ValueError(f"inputs would write the same output files: {', '.join(clash)}; "
+                         f"{verb} them into separate --out folders")
+    return stems
+
+
 def cmd_segment(args) -> int:
     from .segment import Segmenter
     from .write import segment_files
 
-    from .write import output_stem
-
-    stems = [output_stem(p) for p in args.inputs]
-    clash = sorted({s for s in stems if stems.count(s) > 1})
-    if clash:
-        raise ValueError(f"inputs would write the same output files: {', '.join(clash)}; segment them into separate --out folders")
+    _output_stems(args.inputs, "segment")
     segmenter = Segmenter.load(args.model, device=args.device, score_threshold=args.score_threshold,
                                batch_size=args.batch_size)
     print(f"model {args.model} on {segmenter.device}", file=sys.stderr)
@@ -242,16 +249,12 @@ def cmd_segment(args) -> int:
 def cmd_measure(args) -> int:
     from .data.coco import read_amodal
     from .measure import measure, write_measurements
-    from .write import output_stem
 
     if args.minutes_per_frame is not None and args.minutes_per_frame <= 0:
         raise ValueError(f"--minutes-per-frame must be positive, got {args.minutes_per_frame}")
     if args.start_hours and args.minutes_per_frame is None:
         raise ValueError("--start-hours needs --minutes-per-frame (the frame interval) to place the frames in time")
-    stems = [output_stem(p) for p in args.inputs]
-    clash = sorted({s for s in stems if stems.count(s) > 1})
-    if clash:
-        raise ValueError(f"inputs would write the same output files: {', '.join(clash)}; measure them into separate --out folders")
+    stems = _output_stems(args.inputs, "measure")
     hours = args.minutes_per_frame / 60.0 if args.minutes_per_frame is not None else None
     for inp, stem in zip(args.inputs, stems):
         records, _ = read_amodal(inp, lazy=True)  # one frame's masks in memory at a time

@@ -227,13 +227,14 @@ def measure(frames, um_per_px: float | None = None, hours_per_frame: float | Non
                 f = f.load()
             if score_threshold is not None:
                 f = f.select(f.scores >= score_threshold)
-            rows = cell_rows(f, um_per_px)
+            size = _pixel_size(f, um_per_px)
+            rows = cell_rows(f, size)
             where = {"file": name, "frame": f.frame, "time": time, "time_unit": time_unit}
             for r in rows:
                 cells.append({**where, **r})
             areas = np.array([r["area"] for r in rows])
             diameters = [r["diameter"] for r in rows]
-            unit = "um" if _pixel_size(f, um_per_px) is not None else "px"
+            unit = "um" if size is not None else "px"
             frame_rows.append({
                 **where, "cells": len(rows),
                 "mean_area": float(areas.mean()) if len(rows) else None,
