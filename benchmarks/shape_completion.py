@@ -58,7 +58,7 @@ def main(argv=None) -> None:
 
     import torch
 
-    from napari_amodal.data.dataset import image_to_float
+    from napari_amodal.normalize import to_model_input
     from napari_amodal.instances import mask_iou
     from napari_amodal.model import masks_for_boxes
     from napari_amodal.models import load_model
@@ -72,7 +72,7 @@ def main(argv=None) -> None:
         model, config, _ = load_model(path, "cpu")
         ious = []
         for image, back, box, label, hidden in pairs:
-            x = torch.from_numpy(image_to_float(image))
+            x = torch.from_numpy(to_model_input(image))
             prob = masks_for_boxes(model, x, torch.from_numpy(box[None]), torch.tensor([label]))[0].numpy()
             ious.append((hidden, mask_iou(back[None], (prob >= 0.5)[None])[0, 0]))
         name = Path(path).parent.name

@@ -33,3 +33,43 @@ def test_read_stack_knows_tiff_by_content_not_suffix(tmp_path):
     data, axes = read_stack(tmp_path / "movie.stk")
     assert axes == "TYX"
     np.testing.assert_array_equal(data, stack)
+
+
+def test_read_stack_reads_tiffs_as_napari_does(tmp_path):
+    """A plain tifffile.imwrite of 3 or 4 frames is tagged planar RGB; it is frames.
+    OME and ImageJ axes are honoured, channels kept as C."""
+    import tifffile
+
+    from napari_amodal.io_images import read_stack
+
+    for n in (3, 4, 5):
+        tifffile.imwrite(tmp_path / f"s{n}.tif", np.zeros((n, 32, 40), np.uint8))
+        assert read_stack(tmp_path / f"s{n}.tif")[1] == "TYX"
+    tifffile.imwrite(tmp_path / "tz.tif", np.zeros((2, 3, 32, 40), np.uint8))
+    assert read_stack(tmp_path / "tz.tif")[1] == "TZYX"
+    tifffile.imwrite(tmp_path / "five.tif", np.zeros((2, 3, 2, 32, 40), np.uint16))
+    assert read_stack(tmp_path / "five.tif")[1] == "TZCYX"
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((2, 32, 40, 3), np.uint8))
+    assert read_stack(tmp_path / "rgb.tif")[1] == "TYXS"
+    tifffile.imwrite(tmp_path / "c.ome.tif", np.zeros((3, 2, 32, 40), np.uint16), metadata={"axes": "TCYX"})
+    assert read_stack(tmp_path / "c.ome.tif")[1] == "TCYX"
+    tifffile.imwrite(tmp_path / "ij.tif", np.zeros((3, 2, 2, 32, 40), np.uint16), imagej=True,
+                     metadata={"axes": "TZCYX"})
+    assert read_stack(tmp_path / "ij.tif")[1] == "TZCYX"
+
+
+def test_read_stack_names_the_file_for_folders_and_truncated_tiffs(tmp_path):
+    import pytest
+    import tifffile
+
+    from napari_amodal.io_images import read_stack
+
+    (tmp_path / "dir.tif").mkdir()
+    with pytest.raises(IsADirectoryError, match="dir.tif: is a folder"):
+        read_stack(tmp_path / "dir.tif")
+    tifffile.imwrite(tmp_path / "z.tif", np.random.default_rng(0).integers(0, 255, (4, 64, 64), np.uint8),
+                     compression="zlib")
+    raw = (tmp_path / "z.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ValueError, match="cut.tif"):
+        read_stack(tmp_path / "cut.tif")

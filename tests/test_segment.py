@@ -19,8 +19,15 @@ def test_frames_view_shapes_and_errors():
     assert frames_view(np.zeros((4, 20, 30, 3), np.uint8))[0].shape == (4, 20, 30, 3)
     with pytest.raises(ValueError, match="focal plane"):
         frames_view(np.zeros((2, 3, 20, 30), np.uint8), plane=5)
+    five = np.arange(2 * 3 * 2 * 20 * 30, dtype=np.uint16).reshape(2, 3, 2, 20, 30)  # T, Z, C, Y, X
+    v, axes = frames_view(five, channel=1)
+    assert v.shape == (2, 20, 30) and axes == "TYX" and v[1, 0, 0] == five[1, 1, 1, 0, 0]
+    v, _ = frames_view(np.moveaxis(five, 2, 1), axes="TCZYX", plane=0)  # OME order: C before Z
+    assert v[1, 0, 0] == five[1, 0, 0, 0, 0]
+    with pytest.raises(ValueError, match="channel 2 is outside 0..1"):
+        frames_view(five, channel=2)
     with pytest.raises(ValueError, match="cannot interpret"):
-        frames_view(np.zeros((2, 2, 2, 20, 30), np.uint8))
+        frames_view(np.zeros((2, 2, 2, 2, 20, 30), np.uint8))
     with pytest.raises(ValueError, match="integer or float"):
         frames_view(np.zeros((20, 30), bool))
     with pytest.raises(ValueError, match="too small"):
@@ -101,3 +108,24 @@ def test_segmented_cells_carry_track_ids(segmenter, monkeypatch):
     assert len(frames[0]) > 0
     assert (frames[0].track_ids >= 1).all()
     assert sorted(frames[2].track_ids) == sorted(frames[0].track_ids)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32, np.float32, np.float64])
+def test_every_dtype_segments_like_its_8bit_twin(segmenter, monkeypatch, tmp_path, dtype):
+    """Non-8-bit stacks used to crash (float64 reached the network); a 16-bit or
+    float copy of an 8-bit image is normalised to the same input, so it gives the
+    same cells; the CLI segments it."""
+    monkeypatch.setattr(segmenter, "mask_threshold", 0.0)  # untrained: keep every box-shaped mask
+    eight = (np.random.default_rng(2).random((2, 64, 64)) * 200 + 20).astype(np.uint8)
+    eight[:, 0], eight[:, -1] = 0, 255  # > 0.1 % at each end: the copy's stretch equals the 8-bit scaling
+    other = (eight.astype(np.float64) * 3 + 0.5).astype(dtype)
+    a, b = segmenter(eight), segmenter(other)
+    for fa, fb in zip(a, b):
+        assert len(fa) > 0 and len(fa) == len(fb)
+        np.testing.assert_allclose(fa.scores, fb.scores, atol=1e-4)
+        np.testing.assert_allclose(fa.boxes, fb.boxes, atol=0.5)
+    tifffile.imwrite(tmp_path / "other.tif", other)
+    model = save_untrained(tmp_path / "tiny.safetensors")
+    assert main(["-q", "segment", str(tmp_path / "other.tif"), "--out", str(tmp_path / "o"), "--model", str(model),
+                 "--device", "cpu"]) == 0
+    assert len(json.loads((tmp_path / "o" / "other.json").read_text())["images"]) == 2

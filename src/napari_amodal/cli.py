@@ -240,7 +240,7 @@ def cmd_segment(args) -> int:
     print(f"model {args.model} on {segmenter.device}", file=sys.stderr)
     for inp in args.inputs:
         bar = _Progress(Path(inp).name, args.quiet)
-        written = segment_files(segmenter, inp, args.out, plane=args.plane, progress=bar)
+        written = segment_files(segmenter, inp, args.out, plane=args.plane, channel=args.channel, progress=bar)
         bar.close()
         print("  ".join(str(p) for p in written))
     return 0
@@ -398,11 +398,12 @@ def build_parser() -> argparse.ArgumentParser:
     ft.set_defaults(func=cmd_finetune)
 
     sg = sub.add_parser("segment", help="segment images / stacks into COCO-amodal predictions")
-    sg.add_argument("inputs", type=Path, nargs="+", help="TIFF stacks or images: (Y,X), (T,Y,X), (T,Z,Y,X)")
+    sg.add_argument("inputs", type=Path, nargs="+", help="TIFF stacks or images: (Y,X), (T,Y,X), (T,Z,Y,X), (T,Z,C,Y,X); any dtype")
     sg.add_argument("--out", type=Path, required=True, help="output folder")
     sg.add_argument("--model", default="bundled", help="model name or .safetensors path (default bundled)")
     sg.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     sg.add_argument("--plane", type=int, help="focal plane for T,Z stacks (default: the middle one)")
+    sg.add_argument("--channel", type=int, help="channel for multi-channel (C) stacks (default: the first)")
     sg.add_argument("--score-threshold", type=float, default=0.5)
     sg.add_argument("--batch-size", type=int, help="frames per forward pass (default 4 on GPU, 1 on CPU)")
     sg.set_defaults(func=cmd_segment)

@@ -22,40 +22,51 @@ log = logging.getLogger(__name__)
 Progress = tuple[int, int]
 
 
-def frames_view(stack: np.ndarray, axes: str | None = None, plane: int | None = None) -> tuple[np.ndarray, str]:
+def frames_view(stack: np.ndarray, axes: str | None = None, plane: int | None = None,
+                channel: int | None = None) -> tuple[np.ndarray, str]:
     """Normalise an image or stack to a sequence of 2D frames.
 
     Args:
-        stack: (Y, X), (T, Y, X), (T, Z, Y, X), each optionally with a trailing
-            RGB(A) axis; 8/16-bit integers or floats.
+        stack: (Y, X), (T, Y, X), (T, Z, Y, X), (T, Z, C, Y, X) -- any order of
+            T, Z, C before Y, X -- each optionally with a trailing RGB(A) axis S;
+            integers or floats of any width.
         axes: e.g. ``"TZYX"`` to say what the axes are; guessed from the shape otherwise.
         plane: focal plane for stacks with a Z axis (default: the middle one).
+        channel: channel for stacks with a C axis (default: the first).
     Returns:
-        ``(frames, axes)`` with frames shaped (T, Y, X) or (T, Y, X, C).
+        ``(frames, axes)`` with frames shaped (T, Y, X) or (T, Y, X, S); a
+        view (lazy arrays stay lazy).
     """
     from .io_images import guess_axes
 
-    stack = np.asarray(stack)
-    if stack.dtype == bool or not (np.issubdtype(stack.dtype, np.integer) or np.issubdtype(stack.dtype, np.floating)):
-        raise ValueError(f"images must be integer or float, got {stack.dtype}")
+    stack = stack if hasattr(stack, "dtype") and hasattr(stack, "shape") else np.asarray(stack)
+    dtype = np.dtype(stack.dtype)
+    if dtype == bool or not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        raise ValueError(f"images must be integer or float, got {dtype}")
     axes = (axes or guess_axes(stack.shape)).upper()
     if len(axes) != stack.ndim:
         raise ValueError(f"axes {axes!r} do not match an image of shape {stack.shape}")
-    if set(axes) - set("TZYXS") or not axes.replace("S", "").endswith("YX"):
-        raise ValueError(f"cannot segment axes {axes!r}: expected Y and X last (T, Z and RGB S optional)")
-    if "Z" in axes:
-        z = axes.index("Z")
-        n = stack.shape[z]
-        plane = n // 2 if plane is None else plane
-        if not 0 <= plane < n:
-            raise ValueError(f"focal plane {plane} is outside 0..{n - 1}")
-        stack = np.take(stack, plane, axis=z)
-        axes = axes.replace("Z", "")
+    core = axes[:-1] if axes.endswith("S") else axes
+    if set(axes) - set("TZCYXS") or len(set(axes)) != len(axes) or not core.endswith("YX") or "S" in core:
+        raise ValueError(f"cannot segment axes {axes!r}: expected Y and X last (T, Z, C and RGB S optional)")
+    for name, index, label in (("Z", plane, "focal plane"), ("C", channel, "channel")):
+        if name in axes:
+            stack, axes = _take_axis(stack, axes, name, index, label)
     if "T" not in axes:
         stack, axes = stack[None], "T" + axes
     if min(stack.shape[1:3]) < 16:
-        raise ValueError(f"frames of {stack.shape[1:3]} pixels are too small to segment")
+        raise ValueError(f"frames of {tuple(stack.shape[1:3])} pixels are too small to segment (16 x 16 at least)")
     return stack, axes
+
+
+def _take_axis(stack, axes: str, name: str, index: int | None, label: str):
+    """One index along axis ``name`` (default: the middle plane for Z, the first channel for C)."""
+    k = axes.index(name)
+    n = stack.shape[k]
+    index = (n // 2 if name == "Z" else 0) if index is None else int(index)
+    if not 0 <= index < n:
+        raise ValueError(f"{label} {index} is outside 0..{n - 1}")
+    return stack[(slice(None),) * k + (index,)], axes.replace(name, "")
 
 
 def outputs_to_instances(
@@ -135,6 +146,7 @@ class Segmenter:
         *,
         axes: str | None = None,
         plane: int | None = None,
+        channel: int | None = None,
         frames: Sequence[int] | None = None,
         file_name: str = "",
         track: bool = True,
@@ -148,20 +160,20 @@ class Segmenter:
         """
         import torch
 
-        from .data.dataset import image_to_float
+        from .normalize import to_model_input
         from .track import Tracker
         from .utils import flush_denormals
 
         tracker = Tracker() if track else None
 
-        view, _ = frames_view(stack, axes, plane)
+        view, _ = frames_view(stack, axes, plane, channel)
         indices = list(range(len(view))) if frames is None else [int(t) for t in frames]
         for t in indices:
             if not 0 <= t < len(view):
                 raise ValueError(f"frame {t} is outside 0..{len(view) - 1}")
         for start in range(0, len(indices), self.batch_size):
             batch = indices[start : start + self.batch_size]
-            images = [torch.from_numpy(image_to_float(np.asarray(view[t]))).to(self.device) for t in batch]
+            images = [torch.from_numpy(to_model_input(np.asarray(view[t]))).to(self.device) for t in batch]
             with torch.inference_mode(), flush_denormals():
                 outputs = self.model(images)
             for t, out, img in zip(batch, outputs, images):
@@ -177,7 +189,7 @@ class Segmenter:
         Keyword arguments as :meth:`iter_frames`. If the caller stops early
         (``close()``), :attr:`last_results` holds the frames finished so far.
         """
-        view, _ = frames_view(stack, kwargs.get("axes"), kwargs.get("plane"))
+        view, _ = frames_view(stack, kwargs.get("axes"), kwargs.get("plane"), kwargs.get("channel"))
         frames = kwargs.get("frames")
         total = len(view) if frames is None else len(frames)
         self.last_results = results = []

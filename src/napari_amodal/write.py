@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 
-def segment_files(segmenter, input_path, out_dir, *, plane: int | None = None,
+def segment_files(segmenter, input_path, out_dir, *, plane: int | None = None, channel: int | None = None,
                   progress: Callable[[int, int], None] | None = None, overlay_frames: int = 12) -> list[Path]:
     """Segment one image file and write ``<stem>.json``, ``<stem>_occlusion.tif``
     (uint8, 255 = probability 1, one page per frame) and ``<stem>_overlay.png``
@@ -39,7 +39,7 @@ def segment_files(segmenter, input_path, out_dir, *, plane: int | None = None,
     json_path = out / f"{output_stem(input_path)}.json"
     refuse_foreign(json_path)
     data, axes = read_stack(input_path)
-    view, _ = frames_view(data, axes, plane)
+    view, _ = frames_view(data, axes, plane, channel)
     n = len(view)
     stem = output_stem(input_path)
     occ_path = out / f"{stem}_occlusion.tif"
@@ -50,7 +50,7 @@ def segment_files(segmenter, input_path, out_dir, *, plane: int | None = None,
 
     def frames():
         with tifffile.TiffWriter(occ_tmp) as tif:
-            for k, inst in enumerate(segmenter.iter_frames(data, axes=axes, plane=plane, file_name=input_path.name)):
+            for k, inst in enumerate(segmenter.iter_frames(data, axes=axes, plane=plane, channel=channel, file_name=input_path.name)):
                 occ = inst.occlusion if inst.occlusion is not None else inst.occlusion_map()
                 # no per-page metadata: readers see one (T, Y, X) series
                 tif.write((np.clip(occ, 0, 1) * 255).round().astype(np.uint8), compression="zlib", metadata=None)

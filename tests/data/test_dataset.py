@@ -2,19 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_amodal.data.dataset import AmodalDataset, Augment, collate, image_to_float
+from napari_amodal.data.dataset import AmodalDataset, Augment, collate
 from napari_amodal.data.sample import EMBRYO_GT, sample_path
-
-
-def test_image_to_float_scales_by_dtype():
-    assert image_to_float(np.full((4, 5), 255, np.uint8)).max() == 1.0
-    twelve_bit = np.linspace(100, 4000, 20, dtype=np.uint16).reshape(4, 5)  # 12-bit camera in 16-bit
-    x = image_to_float(twelve_bit)
-    assert x.shape == (3, 4, 5) and x.max() > 0.99 and x.min() < 0.01
-    rgb = image_to_float(np.zeros((4, 5, 3), np.uint8))
-    assert rgb.shape == (3, 4, 5)
-    with pytest.raises(ValueError):
-        image_to_float(np.zeros((2, 3, 4, 5), np.uint8))
 
 
 def test_samples_follow_the_contract():

@@ -6,7 +6,7 @@ kept in memory as uint8/uint16 (a 500 x 500 frame is 250 kB).
 
 Sample contract (torchvision detection style):
 
-- image: ``(3, H, W) float32`` in ``[0, 1]``; grey frames are repeated to 3 channels.
+- image: ``(3, H, W) float32`` in ``[0, 1]`` (:func:`~napari_amodal.normalize.to_model_input`).
 - target: ``boxes (N, 4) float32`` xyxy pixels (x2, y2 exclusive), ``labels (N,)
   int64``, ``masks (N, H, W) uint8`` amodal, ``occlusion (H, W) float32`` in
   {0, 1} (pixels inside two or more amodal masks), ``image_id`` int.
@@ -22,31 +22,10 @@ from typing import Sequence
 import numpy as np
 
 from ..instances import FrameInstances, masks_to_boxes, occlusion_from_masks
+from ..normalize import to_model_input
 from .coco import FrameRecord
 
 log = logging.getLogger(__name__)
-
-
-def image_to_float(frame: np.ndarray) -> np.ndarray:
-    """(Y, X) or (Y, X, C) of uint8/uint16/float -> (3, Y, X) float32 in [0, 1].
-
-    8-bit images are scaled by 255 (the model's training domain). Anything
-    else (12/16-bit cameras, floats) is stretched between its 0.1 and 99.9
-    percentiles, so a 12-bit image in a 16-bit container is not nearly black.
-    """
-    f = np.asarray(frame)
-    if f.dtype == np.uint8:
-        x = f.astype(np.float32) / 255.0
-    else:
-        x = f.astype(np.float32)
-        lo, hi = np.nanpercentile(x, (0.1, 99.9))
-        x = np.clip((x - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(x)
-    if x.ndim == 2:
-        return np.repeat(x[None], 3, 0)
-    if x.ndim == 3 and x.shape[-1] in (1, 3, 4):
-        x = x[..., :3] if x.shape[-1] >= 3 else np.repeat(x, 3, -1)
-        return np.ascontiguousarray(x.transpose(2, 0, 1))
-    raise ValueError(f"cannot use a frame of shape {f.shape} as an image")
 
 
 @dataclass
@@ -182,7 +161,7 @@ class AmodalDataset:
 
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, index]))
         f = self.instances(index)
-        image = image_to_float(self.frame_image(index, rng))
+        image = to_model_input(self.frame_image(index, rng))
         masks = f.masks
         if self.augment is not None:
             image, masks = self.augment(image, masks, rng)

@@ -120,7 +120,7 @@ def predict_frames(model, dataset, indices, device, score_threshold=0.05):
     """Run ``model`` on dataset items -> (predicted, ground-truth) FrameInstances lists."""
     import torch
 
-    from ..data.dataset import image_to_float
+    from ..normalize import to_model_input
     from ..segment import outputs_to_instances
 
     model.eval()
@@ -128,7 +128,7 @@ def predict_frames(model, dataset, indices, device, score_threshold=0.05):
     with torch.inference_mode():
         for i in indices:
             f = dataset.instances(i)
-            image = torch.from_numpy(image_to_float(dataset.frame_image(i))).to(device)
+            image = torch.from_numpy(to_model_input(dataset.frame_image(i))).to(device)
             out = model([image])[0]
             p = outputs_to_instances(out, f.shape, score_threshold=score_threshold, file_name=f.file_name, frame=f.frame)
             preds.append(p)

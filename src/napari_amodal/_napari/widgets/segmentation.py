@@ -66,7 +66,7 @@ def segment_job(model: str, device: str, score_threshold: float, stack, holder: 
     holder["result"] = result
     seg = Segmenter.load(model, device=device, score_threshold=score_threshold)
     frames = kwargs.get("frames")
-    total = len(frames) if frames is not None else len(frames_view(stack, kwargs.get("axes"), kwargs.get("plane"))[0])
+    total = len(frames) if frames is not None else len(frames_view(stack, kwargs.get("axes"), kwargs.get("plane"), kwargs.get("channel"))[0])
     for inst in seg.iter_frames(stack, **kwargs):
         result.add(inst)
         yield len(result), total
