@@ -62,15 +62,24 @@ def cmd_synth_embryo(args) -> int:
     from .data.embryo import write_embryo_dataset
 
     progress = _Progress("embryo frames", args.quiet)
+    if args.family == "volume":
+        from .data.embryo_volume import write_volume_dataset
+
+        path = write_volume_dataset(args.out, n_sequences=args.sequences, n_frames=args.frames, seed=args.seed,
+                                    size=args.size, n_planes=args.planes, start_cells=args.start_cells,
+                                    end_cells=args.end_cells, progress=progress)
+        progress.close()
+        print(f"annotations: {path}")
+        return 0
     path = write_embryo_dataset(
         args.out,
         n_sequences=args.sequences,
         n_frames=args.frames,
         seed=args.seed,
-        size=args.size,
+        size=args.size or 500,
         n_planes=args.planes,
-        start_cells=args.start_cells,
-        end_cells=args.end_cells,
+        start_cells=args.start_cells or 1,
+        end_cells=args.end_cells or 8,
         progress=progress,
     )
     progress.close()
@@ -317,14 +326,18 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--seed", type=int, default=0)
     sh.set_defaults(func=cmd_synth_shapes)
 
-    em = ssub.add_parser("embryo", help="embryo time-lapses: 500x500 8-bit Hoffman-like frames, 1->8 cells")
+    em = ssub.add_parser("embryo", help="embryo time-lapses: TIFF per sequence + COCO-amodal JSON (two families)")
+    em.add_argument("--family", choices=["hoffman", "volume"], default="hoffman",
+                    help="hoffman: 500 px 8-bit Hoffman-like relief, 1->8 cells (the bundled model's data); "
+                         "volume: DIC / phase / bright field from a 3-D refractive-index volume, 256-1024 px, "
+                         "8-16 bit, zygote to 16 cells and compaction (default hoffman)")
     em.add_argument("out", type=Path, help="output folder (embryo_NNNN.tif + annotations.json)")
     em.add_argument("--sequences", type=int, default=4, help="number of time-lapses (default 4)")
     em.add_argument("--frames", type=int, default=40, help="frames per time-lapse (default 40)")
     em.add_argument("--planes", type=int, default=1, help="focal planes; >1 writes T,Z,Y,X stacks (default 1)")
-    em.add_argument("--size", type=int, default=500, help="frame side in pixels (default 500)")
-    em.add_argument("--start-cells", type=int, default=1, help="cells in the first frame (default 1)")
-    em.add_argument("--end-cells", type=int, default=8, help="cells in the last frame (default 8)")
+    em.add_argument("--size", type=int, help="frame side in pixels (default 500; volume: random 256..1024)")
+    em.add_argument("--start-cells", type=int, help="cells in the first frame (default 1; volume: random per sequence)")
+    em.add_argument("--end-cells", type=int, help="cells in the last frame (default 8; volume: random, up to 16)")
     em.add_argument("--seed", type=int, default=0)
     em.set_defaults(func=cmd_synth_embryo)
 
