@@ -134,12 +134,12 @@ def test_write_measurements_is_atomic(tmp_path, monkeypatch):
     m = measure([squares((0, 0, 10), (20, 20, 10), file_name="a.tif")])
     paths = write_measurements(m, tmp_path, "a")
     before = paths[0].read_text()
-    from napari_amodal.data import coco
+    from napari_amodal import atomic
 
     def broken(fh, *a):
         raise OSError("disk full")
 
-    monkeypatch.setattr(coco.os, "fsync", broken)
+    monkeypatch.setattr(atomic.os, "fsync", broken)
     with pytest.raises(OSError):
         write_measurements(measure([squares((0, 0, 5), file_name="a.tif")]), tmp_path, "a")
     assert paths[0].read_text() == before

@@ -41,6 +41,62 @@ class _Progress:
             self._bar = None
 
 
+
+# ---------------------------------------------------------------------------
+# option types: a bad value is a usage error (exit 2) before anything is read or written
+
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def _float_in(low: float, high: float = math.inf, *, open_low: bool = False):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value < low or value > high or (open_low and value == low):
+            bound = f"{'>' if open_low else '>='} {low:g}" + (f" and <= {high:g}" if high < math.inf else "")
+            raise argparse.ArgumentTypeError(f"{text} is not a finite number {bound}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+COUNT, INDEX = _int_at_least(1), _int_at_least(0)
+FRACTION, RATE, NON_NEGATIVE = _float_in(0.0, 1.0), _float_in(0.0, open_low=True), _float_in(0.0)
+FINITE = _float_in(-math.inf)
+OPTION_TYPES = {  # option -> type, for every numeric option of every command
+    "--n-train": COUNT, "--n-test": COUNT, "--size": _int_at_least(16), "--sequences": COUNT, "--frames": COUNT,
+    "--planes": COUNT, "--start-cells": COUNT, "--end-cells": COUNT, "--iterations": COUNT, "--batch-size": COUNT,
+    "--vqvae-iterations": COUNT, "--mask-size": _int_at_least(8), "--codes": _int_at_least(2), "--val-every": INDEX,
+    "--checkpoint-every": COUNT, "--workers": INDEX, "--plane": INDEX, "--channel": INDEX,
+    "--replay-synthetic": INDEX, "--persist": COUNT, "--lr": RATE, "--um-per-px": RATE,
+    "--minutes-per-frame": RATE, "--score-threshold": FRACTION, "--val-fraction": FRACTION,
+    "--replay-fraction": FRACTION, "--anchor": NON_NEGATIVE, "--start-hours": FINITE,
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """Numeric options get their checked type from :data:`OPTION_TYPES` (sub-commands too)."""
+
+    def add_argument(self, *names, **kwargs):
+        if names and names[0] in OPTION_TYPES and kwargs.get("type") in (int, float):
+            kwargs["type"] = OPTION_TYPES[names[0]]
+        return super().add_argument(*names, **kwargs)
+
 # ---------------------------------------------------------------------------
 # commands
 
@@ -292,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from . import __version__
 
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="napari-amodal",
         description="Amodal instance segmentation of overlapping cells (IVF embryo blastomeres).",
     )
@@ -444,18 +500,52 @@ def main(argv: list[str] | None = None) -> int:
     # keeps a shared 2-core machine from slowing down 5x when another job runs
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # usage errors (2), --help and --version (0): a status, not an exit
+        return int(e.code or 0)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:  # includes AmodalFormatError, CheckpointError
-        print(f"napari-amodal {args.command}: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BaseException as e:  # noqa: BLE001  (every failure becomes one line; -v adds the traceback)
+        if isinstance(e, SystemExit):
+            raise
+        code, message = describe_failure(e)
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
+        print(f"napari-amodal {args.command}: error: {message}", file=sys.stderr)
+        return code
+
+
+# input the user can fix (a wrong file, option or value): exit 2, like argparse's usage errors
+USAGE_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, ValueError, KeyError)
+
+
+def describe_failure(e: BaseException) -> tuple[int, str]:
+    """Exit status and one line for a failure: 2 for bad input (files, options,
+    values), 1 for runtime failures (disk full, permissions, memory, anything else)."""
+    import errno
+
+    if isinstance(e, USAGE_ERRORS):  # includes AmodalFormatError, CheckpointError
+        return 2, str(e) or type(e).__name__
+    if isinstance(e, OSError):
+        where = f"{e.filename}: " if e.filename else ""
+        if e.errno == errno.ENOSPC:
+            return 1, f"{where}no space left on the device (earlier files are intact)"
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return 1, f"{where}permission denied (earlier files are intact)"
+        return 1, f"{where}{e.strerror or e}"
+    if isinstance(e, MemoryError):
+        return 1, "out of memory (try fewer frames at once: --batch-size 1)"
+    first = (str(e).strip().splitlines() or [""])[0]
+    return 1, f"{type(e).__name__}: {first} (run with -v for the traceback)"
 
 
 if __name__ == "__main__":  # pragma: no cover

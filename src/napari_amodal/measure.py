@@ -276,7 +276,7 @@ def write_measurements(m: Measurements, out_dir, stem: str) -> list[Path]:
     Each file is written atomically (a failure leaves an earlier file intact).
     Empty cells in a row mean "not defined" (e.g. ``area_cv`` of a one-cell frame).
     """
-    from .data.coco import atomic_write_text
+    from .atomic import atomic_write_text
 
     out = Path(out_dir)
     paths = []

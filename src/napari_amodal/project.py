@@ -20,7 +20,7 @@ image signature's ``hash`` is a SHA-256 over a fixed strided subsample of the
 pixels: a project is refused for an image of another shape, dtype or content
 (:class:`SignatureMismatchError`); the path may differ (moved files still open).
 
-Writes go through :func:`~napari_amodal.data.coco.atomic_write_text` (temporary
+Writes go through :func:`~napari_amodal.atomic.atomic_write_text` (temporary
 file + fsync + rename), so a crash leaves either the old or the new file.
 Autosave writes to a separate ``<project>.autosave.json`` beside the project
 (:func:`autosave_path`): the project file changes only when the user saves, and
@@ -40,7 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.coco import atomic_write_text, coco_dict, read_amodal, write_coco
+from .atomic import atomic_write_text
+from .data.coco import coco_dict, read_amodal, write_coco
 from .instances import FrameInstances
 
 __all__ = [

@@ -8,8 +8,7 @@ complete; a failure or a stop leaves earlier outputs untouched.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -28,29 +27,27 @@ def segment_files(segmenter, input_path, out_dir, *, plane: int | None = None, c
     import imageio.v3 as iio
     import tifffile
 
-    from .data.coco import atomic_write_text, coco_dict
+    from .atomic import atomic_path, atomic_write_text, ensure_folder
+    from .data.coco import coco_dict
     from .io_images import read_stack
     from .overlay import draw_instances, montage
     from .segment import frames_view
 
     input_path = Path(input_path)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    json_path = out / f"{output_stem(input_path)}.json"
-    refuse_foreign(json_path)
-    data, axes = read_stack(input_path)
+    data, axes = read_stack(input_path)  # inputs and options are checked before any output is touched
     view, _ = frames_view(data, axes, plane, channel)
-    n = len(view)
+    out = ensure_folder(out_dir, "--out folder")
     stem = output_stem(input_path)
-    occ_path = out / f"{stem}_occlusion.tif"
+    json_path, occ_path, overlay_path = out / f"{stem}.json", out / f"{stem}_occlusion.tif", out / f"{stem}_overlay.png"
+    refuse_foreign(json_path)
+    n = len(view)
     picks = set(np.linspace(0, n - 1, min(n, overlay_frames)).round().astype(int).tolist())
     tiles = []
-    fd, occ_tmp = tempfile.mkstemp(prefix=f".{occ_path.name}.", suffix=".tmp", dir=out)
-    os.close(fd)
 
-    def frames():
+    def frames(occ_tmp):
         with tifffile.TiffWriter(occ_tmp) as tif:
-            for k, inst in enumerate(segmenter.iter_frames(data, axes=axes, plane=plane, channel=channel, file_name=input_path.name)):
+            for k, inst in enumerate(segmenter.iter_frames(data, axes=axes, plane=plane, channel=channel,
+                                                           file_name=input_path.name)):
                 occ = inst.occlusion if inst.occlusion is not None else inst.occlusion_map()
                 # no per-page metadata: readers see one (T, Y, X) series
                 tif.write((np.clip(occ, 0, 1) * 255).round().astype(np.uint8), compression="zlib", metadata=None)
@@ -60,22 +57,13 @@ def segment_files(segmenter, input_path, out_dir, *, plane: int | None = None, c
                     progress(k + 1, n)
                 yield inst
 
-    try:
+    # all three files are renamed into place only once every frame is done
+    with atomic_path(occ_path) as occ_tmp, atomic_path(overlay_path, suffix=".png") as png_tmp:
         extra = {(input_path.name, t): {"occlusion_file": occ_path.name, "occlusion_frame": t} for t in range(n)}
-        d = coco_dict(frames(), _categories(segmenter), predictions=True, images_extra=extra,
+        d = coco_dict(frames(occ_tmp), _categories(segmenter), predictions=True, images_extra=extra,
                       info={"model": segmenter.name, "source": str(input_path)})
-        from .data.coco import _umask_mode
-
-        os.chmod(occ_tmp, _umask_mode())  # mkstemp makes owner-only files
-        os.replace(occ_tmp, occ_path)
-    finally:
-        if os.path.exists(occ_tmp):
-            os.unlink(occ_tmp)
-    import json
-
-    atomic_write_text(json_path, json.dumps(d, separators=(",", ":")))
-    overlay_path = out / f"{stem}_overlay.png"
-    iio.imwrite(overlay_path, montage(tiles, columns=min(4, len(tiles))))
+        iio.imwrite(png_tmp, montage(tiles, columns=min(4, len(tiles))))
+        atomic_write_text(json_path, json.dumps(d, separators=(",", ":")))
     return [json_path, occ_path, overlay_path]
 
 

@@ -23,14 +23,13 @@ Also read: KINS-style (``a_segm``/``i_segm`` polygons, ``a_bbox``) and COCOA-sty
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ..atomic import atomic_write_text
 from ..instances import FrameInstances, masks_to_rles, rles_to_masks
 
 __all__ = [
@@ -39,7 +38,6 @@ __all__ = [
     "read_coco",
     "read_amodal",
     "coco_dict",
-    "atomic_write_text",
 ]
 
 FORMAT = "coco-amodal"
@@ -51,33 +49,6 @@ class AmodalFormatError(ValueError):
     def __init__(self, path, field: str, message: str):
         self.path, self.field = str(path), field
         super().__init__(f"{path}: field '{field}': {message}")
-
-
-def _umask_mode() -> int:
-    """0o666 less the process umask: the mode a plain ``open(path, "w")`` would give."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write_text(path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder,
-    fsync'ed and renamed over the target: a crash never leaves a half file.
-    The file gets the usual permissions (mkstemp's own are owner-only)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # ---------------------------------------------------------------------------

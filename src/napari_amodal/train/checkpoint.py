@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -28,21 +26,11 @@ class CheckpointError(ValueError):
 
 
 def _atomic_replace(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        from ..data.coco import _umask_mode
+    """``write(tmp)`` a file, then put it at ``path`` atomically."""
+    from ..atomic import atomic_path
 
-        os.chmod(tmp, _umask_mode())  # mkstemp makes owner-only files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        write(str(tmp))
 
 
 def save_checkpoint(path, tensors: Mapping[str, Any], config: Mapping, extra: Mapping | None = None) -> Path:

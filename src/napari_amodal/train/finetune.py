@@ -348,7 +348,7 @@ def finetune(
     """
     import torch
 
-    from ..data.coco import atomic_write_text
+    from ..atomic import atomic_write_text
     from ..data.dataset import AmodalDataset
     from ..model import ModelConfig
     from ..models import load_model, pick_device, resolve_model

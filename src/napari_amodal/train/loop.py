@@ -185,7 +185,7 @@ def train_detector(
     from ..data.dataset import AmodalDataset, Augment, collate
     from ..model import build_model
     from ..models import load_model, pick_device
-    from ..data.coco import atomic_write_text
+    from ..atomic import atomic_write_text
     from ..utils import flush_denormals
     from .checkpoint import load_checkpoint, save_checkpoint
 

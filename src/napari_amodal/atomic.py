@@ -1,0 +1,94 @@
+"""Atomic file writes: the one place every output of napari-amodal goes through.
+
+A file is written to a temporary name in its own folder, flushed to disk and
+renamed over the target, so a crash, kill -9, a full disk or a cancel leaves
+the previous file byte for byte as it was. Temporary names carry the writer's
+process id (``.NAME.PID.XXXX.tmp``); leftovers of processes that are gone are
+removed the next time the same file is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+__all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes", "ensure_folder", "file_mode"]
+
+
+def file_mode() -> int:
+    """0o666 less the process umask: the mode a plain ``open(path, "w")`` would give."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def ensure_folder(path, what: str = "output folder") -> Path:
+    """Create folder ``path`` (and parents); a clear error when it is a file."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{path}: the {what} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a parent is a file
+        raise NotADirectoryError(f"{path}: cannot make the {what} (a part of its path is a file)") from None
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; write to it inside the block.
+
+    On leaving the block normally the file is fsync'ed, given the usual
+    permissions and renamed over ``path``; on any exception it is removed and
+    ``path`` is untouched. ``suffix`` (e.g. ``".png"``) ends the temporary name
+    for writers that pick the format from it.
+    """
+    path = Path(path)
+    ensure_folder(path.parent)
+    _remove_orphans(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, file_mode())  # mkstemp makes owner-only files
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_path`)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _remove_orphans(path: Path) -> None:
+    """Remove temporary files of ``path`` left by writers that no longer run."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp*"):
+        pid = tmp.name[len(path.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True

@@ -1,0 +1,141 @@
+"""Bad input and faults against the command line: one line, the right exit status,
+earlier files intact byte for byte, no temporary files left behind."""
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tifffile
+from tiny import save_untrained
+
+from napari_amodal.cli import main
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return save_untrained(tmp_path_factory.mktemp("m") / "tiny.safetensors")
+
+
+@pytest.fixture
+def done(tmp_path, model):
+    """A stack segmented once into OUT: the earlier outputs a fault must not touch."""
+    stack = (np.random.default_rng(0).random((3, 64, 64)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "emb.tif", stack)
+    out = tmp_path / "out"
+    assert main(["-q", "segment", str(tmp_path / "emb.tif"), "--out", str(out), "--model", str(model),
+                 "--device", "cpu"]) == 0
+    return tmp_path, out, snapshot(out)
+
+
+def snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def segment(tmp_path, model, *extra):
+    return main(["-q", "segment", str(tmp_path / "emb.tif"), "--out", str(tmp_path / "out"), "--model", str(model),
+                 "--device", "cpu", *extra])
+
+
+@pytest.mark.parametrize("option", [["--batch-size", "-1"], ["--batch-size", "0"], ["--score-threshold", "nan"],
+                                    ["--score-threshold", "1.5"], ["--plane", "-2"], ["--device", "cudax"],
+                                    ["--channel", "x"]])
+def test_bad_options_are_usage_errors_that_write_nothing(done, model, capsys, option):
+    tmp_path, out, before = done
+    assert segment(tmp_path, model, *option) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "".join(err) and "error" in err[-1]
+    assert snapshot(out) == before
+
+
+def test_bad_values_in_every_command_are_refused(tmp_path, capsys):
+    for argv in (["finetune", "--data", "x.json", "--out", str(tmp_path), "--lr", "nan"],
+                 ["finetune", "--data", "x.json", "--out", str(tmp_path), "--anchor", "-1"],
+                 ["train", "--data", "x.json", "--out", str(tmp_path), "--lr", "inf"],
+                 ["train", "--data", "x.json", "--out", str(tmp_path), "--iterations", "0"],
+                 ["measure", "x.json", "--out", str(tmp_path), "--um-per-px", "nan"],
+                 ["synth", "embryo", str(tmp_path / "s"), "--sequences", "-3"]):
+        assert main(argv) == 2, argv
+    assert not (tmp_path / "s").exists()
+
+
+def test_output_folder_that_is_a_file(done, model, capsys):
+    tmp_path, _, _ = done
+    (tmp_path / "afile").write_text("keep me")
+    rc = main(["-q", "segment", str(tmp_path / "emb.tif"), "--out", str(tmp_path / "afile"), "--model", str(model),
+               "--device", "cpu"])
+    assert rc == 2 and "afile: the --out folder is a file" in capsys.readouterr().err
+    assert (tmp_path / "afile").read_text() == "keep me"
+
+
+def test_inputs_that_are_folders_or_damaged(done, model, capsys):
+    tmp_path, out, before = done
+    (tmp_path / "dir.tif").mkdir()
+    raw = (tmp_path / "emb.tif").read_bytes()
+    tifffile.imwrite(tmp_path / "z.tif", np.random.default_rng(1).integers(0, 255, (3, 64, 64), np.uint8),
+                     compression="zlib")
+    (tmp_path / "cut.tif").write_bytes((tmp_path / "z.tif").read_bytes()[:3000])
+    for name in ("dir.tif", "cut.tif"):
+        rc = main(["-q", "segment", str(tmp_path / name), "--out", str(out), "--model", str(model), "--device", "cpu"])
+        err = capsys.readouterr().err
+        assert rc == 2 and name in err and "Traceback" not in err
+    assert (tmp_path / "emb.tif").read_bytes() == raw and snapshot(out) == before
+
+
+def test_disk_full_is_a_runtime_error_and_keeps_earlier_outputs(done, model, capsys, monkeypatch):
+    from napari_amodal import atomic
+
+    tmp_path, out, before = done
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fsync", full)
+    assert segment(tmp_path, model) == 1
+    assert "no space left" in capsys.readouterr().err
+    assert snapshot(out) == before  # nothing replaced, no temporary file left
+
+
+def test_unexpected_failure_is_one_line_and_verbose_shows_the_traceback(done, model, capsys, monkeypatch):
+    from napari_amodal import segment as seg_module
+
+    tmp_path, out, before = done
+
+    def broken(*a, **k):
+        raise RuntimeError("expected scalar type Double but found Float")
+
+    monkeypatch.setattr(seg_module, "outputs_to_instances", broken)
+    assert segment(tmp_path, model) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "RuntimeError: expected scalar type" in err and "-v" in err
+    assert segment(tmp_path, model, "-v") == 1
+    assert "Traceback" in capsys.readouterr().err
+    assert snapshot(out) == before
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_leaves_earlier_outputs_and_the_next_run_cleans_up(done, model):
+    tmp_path, out, before = done
+    long = (np.random.default_rng(3).random((400, 64, 64)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "emb.tif", long)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "napari_amodal.cli", "-q", "segment", str(tmp_path / "emb.tif"),
+                             "--out", str(out), "--model", str(model), "--device", "cpu"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(p.name.endswith(".tmp") for p in out.iterdir()):
+        time.sleep(0.2)
+    time.sleep(1.0)  # well inside the stack
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    leftovers = [p for p in out.iterdir() if p.name.startswith(".")]
+    assert leftovers  # the killed run's temporary files
+    assert {k: v for k, v in snapshot(out).items() if not k.startswith(".")} == before
+    tifffile.imwrite(tmp_path / "emb.tif", long[:2])
+    assert segment(tmp_path, model) == 0
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # orphans of the dead process removed
