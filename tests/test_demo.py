@@ -7,7 +7,7 @@ import pytest
 
 import napari_amodal.models as models
 from napari_amodal.cli import main
-from napari_amodal.train.checkpoint import sha256
+from napari_amodal.checkpoint import sha256
 from tiny import save_untrained
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from napari_amodal.models import BUNDLED_DIR
-from napari_amodal.train.checkpoint import load_checkpoint, read_metadata, save_checkpoint, sha256
+from napari_amodal.checkpoint import load_checkpoint, read_metadata, save_checkpoint, sha256
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "bundled"
 

@@ -16,7 +16,7 @@ def tiny_config(head: str = "vq_refine", occlusion: bool = True):
 def save_untrained(path, config=None):
     """An untrained detector checkpoint (random weights) at ``path``."""
     from napari_amodal.model import build_model
-    from napari_amodal.train.checkpoint import save_checkpoint
+    from napari_amodal.checkpoint import save_checkpoint
 
     config = config or tiny_config()
     model = build_model(config)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from napari_amodal.data.coco import atomic_write_text
 from napari_amodal.models import BUNDLED_DIR
-from napari_amodal.train.checkpoint import load_checkpoint, save_checkpoint, sha256
+from napari_amodal.checkpoint import load_checkpoint, save_checkpoint, sha256
 
 LIMIT_MB = 32
 RECIPE_INFERENCE = Path(__file__).with_name("inference.json")

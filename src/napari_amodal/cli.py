@@ -144,13 +144,13 @@ def cmd_synth_embryo(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .data.coco import load_occlusion_maps, read_amodal
+    from .data.coco import OcclusionPages, read_amodal
     from .evaluate import evaluate_frames, format_report
 
-    gt, categories = read_amodal(args.gt)
-    pred, _ = read_amodal(args.pred)
-    load_occlusion_maps(pred, args.pred)
-    report = evaluate_frames(gt, pred, categories or None)
+    # lazy records: decoded one frame at a time, so memory stays that of one frame's masks
+    gt, categories = read_amodal(args.gt, lazy=True)
+    pred, _ = read_amodal(args.pred, lazy=True)
+    report = evaluate_frames(gt, pred, categories or None, occlusion_of=OcclusionPages(args.pred))
     if args.json:
         print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in report.items()}))
     else:

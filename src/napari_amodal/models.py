@@ -6,11 +6,13 @@ Names resolve, in order, to:
    (``napari_amodal/models/bundled.safetensors``), checked against its SHA-256
    (``bundled.sha256``) before loading;
 2. ``NAME.safetensors`` in each folder of the ``NAPARI_AMODAL_MODELS``
-   environment variable (``os.pathsep``-separated; for offline sites);
+   environment variable (``os.pathsep``-separated; for offline sites), each
+   with its ``NAME.sha256`` beside it, checked before loading;
 3. ``NAME.safetensors`` in the user model folder (``~/.napari-amodal/models``
    or ``NAPARI_AMODAL_HOME/models``), where fine-tuned models are saved.
 
-Anything else is taken as a path to a ``.safetensors`` checkpoint.
+Anything else is taken as a path to a ``.safetensors`` checkpoint. Wherever a
+model comes from, a ``NAME.sha256`` beside it is checked; fine-tuned models get one.
 """
 
 from __future__ import annotations
@@ -76,17 +78,30 @@ def resolve_model(name_or_path) -> Path:
     )
 
 
-def verify_bundled(path: Path) -> None:
-    """Check a bundled model against its recorded SHA-256 (``NAME.sha256`` beside it)."""
-    from .train.checkpoint import sha256
+def verify_checksum(path: Path, required: bool) -> None:
+    """Check a model file against the SHA-256 recorded beside it (``NAME.sha256``).
+
+    ``required``: a missing record is an error (the bundled model, shared model
+    folders); otherwise a file without one is loaded as it is.
+    """
+    from .checkpoint import sha256
 
     record = path.with_suffix(".sha256")
     if not record.exists():
-        raise ChecksumError(f"{path}: no checksum file {record.name}; the installation is incomplete")
-    expected = record.read_text().split()[0].strip().lower()
+        if required:
+            raise ChecksumError(f"{path}: no checksum file {record.name} beside it (make one with "
+                                f"'sha256sum {path.name} > {record.name}', or reinstall)")
+        return
+    expected = (record.read_text().split() or [""])[0].strip().lower()
     actual = sha256(path)
     if actual != expected:
-        raise ChecksumError(f"{path}: checksum mismatch (expected {expected[:12]}..., got {actual[:12]}...); reinstall")
+        raise ChecksumError(f"{path}: checksum mismatch (expected {expected[:12]}..., got {actual[:12]}...); "
+                            "the file is damaged or was replaced: copy it again")
+
+
+def _shared_dirs() -> set[Path]:
+    """The package's model folder and those of ``NAPARI_AMODAL_MODELS``: their models must carry a checksum."""
+    return {d.resolve() for d in model_dirs()[:-1]}
 
 
 def load_model(name_or_path="bundled", device="cpu"):
@@ -97,11 +112,10 @@ def load_model(name_or_path="bundled", device="cpu"):
     Loading reads tensors and JSON only; no code from the file runs.
     """
     from .model import ModelConfig, build_model
-    from .train.checkpoint import CheckpointError, load_checkpoint
+    from .checkpoint import CheckpointError, load_checkpoint
 
     path = resolve_model(name_or_path)
-    if path.parent.resolve() == BUNDLED_DIR:
-        verify_bundled(path)
+    verify_checksum(path, required=path.parent.resolve() in _shared_dirs())
     tensors, config_dict, extra = load_checkpoint(path)
     if config_dict.get("kind", "detector") != "detector":
         raise CheckpointError(f"{path} holds a {config_dict.get('kind')} model, not a segmentation model")
@@ -109,7 +123,11 @@ def load_model(name_or_path="bundled", device="cpu"):
     model = build_model(config)
     # training state (optimiser, RNG) rides along in resumable checkpoints as "__" keys
     weights = {k: v for k, v in tensors.items() if not k.startswith("__")}
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as e:  # tensors of the wrong shape
+        detail = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line), str(e)[:200])
+        raise CheckpointError(f"{path}: weights do not fit the config ({detail})") from None
     if missing or unexpected:
         raise CheckpointError(
             f"{path}: weights do not fit the config (missing {missing[:3]}..., unexpected {unexpected[:3]}...)"

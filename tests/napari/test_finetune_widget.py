@@ -12,7 +12,7 @@ from napari_amodal._napari.widgets._common import cells_layer_tuple, cells_name
 from napari_amodal.data.coco import read_amodal
 from napari_amodal.data.sample import EMBRYO_GT, EMBRYO_STACK, sample_path
 from napari_amodal.models import list_models
-from napari_amodal.train.checkpoint import read_metadata
+from napari_amodal.checkpoint import read_metadata
 
 pytestmark = pytest.mark.gui
 

@@ -14,7 +14,7 @@ from napari_amodal.data.coco import read_amodal
 from napari_amodal.data.sample import EMBRYO_GT, EMBRYO_STACK, sample_path
 from napari_amodal.models import list_models
 from napari_amodal.segment import Segmenter
-from napari_amodal.train.checkpoint import load_checkpoint, read_metadata
+from napari_amodal.checkpoint import load_checkpoint, read_metadata
 from napari_amodal.train.finetune import (
     SHAPE_PREFIX,
     FinetuneError,
@@ -61,6 +61,22 @@ def test_prepare_data_uses_reviewed_frames_and_holds_some_out(tmp_path):
     val, _ = read_amodal(prepared.val)
     assert sorted(f.frame for f in train + val) == [1, 5, 9, 12]
     assert all(f.file_name == str(sample_path(EMBRYO_STACK).resolve()) for f in train)
+
+
+def test_a_project_whose_image_changed_is_not_trained_on(tmp_path):
+    """The cells were drawn on the saved image's pixels: another image at that path is refused."""
+    stack = tifffile.imread(sample_path(EMBRYO_STACK))
+    tifffile.imwrite(tmp_path / "emb.tif", stack)
+    frames, cats = read_amodal(COCO)
+    sig = core.image_signature(stack, path=tmp_path / "emb.tif")
+    proj = core.AnnotationProject.from_frames(sig, frames, n_frames=len(stack), reviewed=(1, 5), categories=cats)
+    path = core.save_project(tmp_path / "cells.project.json", proj)
+    assert prepare_data([path], tmp_path / "ok", val_fraction=0.5).n_train == 1
+    changed = stack.copy()
+    changed[3] = 255 - changed[3]
+    tifffile.imwrite(tmp_path / "emb.tif", changed)
+    with pytest.raises(core.SignatureMismatchError, match="pixel values differ"):
+        prepare_data([path], tmp_path / "data", val_fraction=0.5)
 
 
 def test_finetune_saves_a_named_model_that_segments(tmp_path, init, home):

@@ -8,7 +8,7 @@ from tiny import tiny_config
 
 from napari_amodal.data.sample import EMBRYO_GT, sample_path
 from napari_amodal.segment import Segmenter
-from napari_amodal.train.checkpoint import read_metadata
+from napari_amodal.checkpoint import read_metadata
 from napari_amodal.train.loop import TrainSettings, lr_at, train_detector
 from napari_amodal.utils import drain as run_to_end
 
@@ -91,7 +91,7 @@ def test_heads_training_keeps_the_frozen_backbone_exactly(tmp_path):
     while the heads do learn."""
     from tiny import save_untrained
 
-    from napari_amodal.train.checkpoint import load_checkpoint
+    from napari_amodal.checkpoint import load_checkpoint
 
     init = save_untrained(tmp_path / "init.safetensors", tiny_config("fcn"))
     _, final = drain(train_detector(None, DATA, tmp_path / "run", settings(3, trainable="heads"), init=init))
@@ -110,7 +110,7 @@ def test_anchor_pulls_the_weights_toward_the_start(tmp_path):
     import torch
     from tiny import save_untrained
 
-    from napari_amodal.train.checkpoint import load_checkpoint
+    from napari_amodal.checkpoint import load_checkpoint
 
     init = save_untrained(tmp_path / "init.safetensors", tiny_config("fcn"))
     start = load_checkpoint(init)[0]

@@ -154,6 +154,13 @@ def _int(value, path, field: str) -> int:
         raise AmodalFormatError(path, field, f"expected an integer, got {value!r}") from None
 
 
+def _list(d: dict, key: str, path) -> list:
+    value = _require(d, key, path, "<root>")
+    if not isinstance(value, list):
+        raise AmodalFormatError(path, key, "must be a list")
+    return value
+
+
 def _image_key(img: dict, path, i: int) -> tuple[str, int, int, int]:
     where = f"images[{i}]"
     file_name = _require(img, "file_name", path, where)
@@ -161,7 +168,26 @@ def _image_key(img: dict, path, i: int) -> tuple[str, int, int, int]:
     w = _int(_require(img, "width", path, where), path, f"{where}.width")
     if h <= 0 or w <= 0:
         raise AmodalFormatError(path, f"{where}.height/width", f"must be positive, got {h}x{w}")
-    return str(file_name), _int(img.get("frame", 0), path, f"{where}.frame"), h, w
+    if max(h, w) > MAX_SIDE:
+        raise AmodalFormatError(path, f"{where}.height/width", f"{h}x{w} is larger than any image ({MAX_SIDE} px a side at most)")
+    frame = _int(img.get("frame", 0), path, f"{where}.frame")
+    if frame < 0:
+        raise AmodalFormatError(path, f"{where}.frame", f"must be 0 or more, got {frame}")
+    return str(file_name), frame, h, w
+
+
+MAX_SIDE = 65536  # TIFF's own limit for one plane; a larger number is a typo or a hostile file
+
+
+def _image_id(img: dict, path, where: str, ids: dict) -> object:
+    """The image's id, checked unique (two images with one id would merge their cells)."""
+    img_id = _require(img, "id", path, where)
+    if not isinstance(img_id, (int, str)) or isinstance(img_id, bool):
+        raise AmodalFormatError(path, f"{where}.id", f"expected an integer or string, got {img_id!r}")
+    if img_id in ids:
+        raise AmodalFormatError(path, f"{where}.id", f"duplicate image id {img_id!r} (also {ids[img_id]})")
+    ids[img_id] = where
+    return img_id
 
 
 def _decode_segm(segm, shape, path, field: str) -> np.ndarray:
@@ -246,10 +272,10 @@ def _read_coco_dict(d: dict, path) -> tuple[list[FrameInstances], list[dict]]:
         raise AmodalFormatError(path, "images", "must be a list")
     if not isinstance(annotations, list):
         raise AmodalFormatError(path, "annotations", "must be a list")
-    shapes, rows, seen = {}, [], set()
+    shapes, rows, seen, ids = {}, [], set(), {}
     for i, img in enumerate(images):
         file_name, frame, h, w = _image_key(img, path, i)
-        img_id = _require(img, "id", path, f"images[{i}]")
+        img_id = _image_id(img, path, f"images[{i}]", ids)
         if (file_name, frame) in seen:
             raise AmodalFormatError(path, f"images[{i}]", f"duplicate image ({file_name!r}, frame {frame})")
         seen.add((file_name, frame))
@@ -260,7 +286,7 @@ def _read_coco_dict(d: dict, path) -> tuple[list[FrameInstances], list[dict]]:
     for i, a in enumerate(annotations):
         where = f"annotations[{i}]"
         img_id = _require(a, "image_id", path, where)
-        if img_id not in shapes:
+        if not isinstance(img_id, (int, str)) or img_id not in shapes:
             raise AmodalFormatError(path, f"{where}.image_id", f"no image with id {img_id!r}")
         entry = {
             "segm": _require(a, "segmentation", path, where),
@@ -284,17 +310,17 @@ def _read_coco_dict(d: dict, path) -> tuple[list[FrameInstances], list[dict]]:
 def _read_kins_dict(d: dict, path) -> tuple[list[FrameInstances], list[dict]]:
     """KINS: images with file_name/height/width, annotations with ``a_segm``
     (amodal polygons), ``i_segm`` (inmodal = visible polygons), ``a_bbox``."""
-    shapes, rows = {}, []
-    for i, img in enumerate(_require(d, "images", path, "<root>")):
+    shapes, rows, ids = {}, [], {}
+    for i, img in enumerate(_list(d, "images", path)):
         file_name, frame, h, w = _image_key(img, path, i)
-        img_id = _require(img, "id", path, f"images[{i}]")
+        img_id = _image_id(img, path, f"images[{i}]", ids)
         shapes[img_id] = (h, w)
         rows.append((img_id, file_name, frame, h, w, {}))
     per_image: dict[int, list[dict]] = {}
-    for i, a in enumerate(_require(d, "annotations", path, "<root>")):
+    for i, a in enumerate(_list(d, "annotations", path)):
         where = f"annotations[{i}]"
         img_id = _require(a, "image_id", path, where)
-        if img_id not in shapes:
+        if not isinstance(img_id, (int, str)) or img_id not in shapes:
             raise AmodalFormatError(path, f"{where}.image_id", f"no image with id {img_id!r}")
         entry = {
             "segm": _require(a, "a_segm", path, where),
@@ -310,17 +336,17 @@ def _read_kins_dict(d: dict, path) -> tuple[list[FrameInstances], list[dict]]:
 def _read_cocoa_dict(d: dict, path) -> tuple[list[FrameInstances], list[dict]]:
     """COCOA: annotations are per image, each with ``regions`` holding amodal
     ``segmentation`` polygons and an optional ``visible_mask`` RLE."""
-    shapes, rows = {}, []
-    for i, img in enumerate(_require(d, "images", path, "<root>")):
+    shapes, rows, ids = {}, [], {}
+    for i, img in enumerate(_list(d, "images", path)):
         file_name, frame, h, w = _image_key(img, path, i)
-        img_id = _require(img, "id", path, f"images[{i}]")
+        img_id = _image_id(img, path, f"images[{i}]", ids)
         shapes[img_id] = (h, w)
         rows.append((img_id, file_name, frame, h, w, {}))
     per_image: dict[int, list[dict]] = {}
-    for i, a in enumerate(_require(d, "annotations", path, "<root>")):
+    for i, a in enumerate(_list(d, "annotations", path)):
         where = f"annotations[{i}]"
         img_id = _require(a, "image_id", path, where)
-        if img_id not in shapes:
+        if not isinstance(img_id, (int, str)) or img_id not in shapes:
             raise AmodalFormatError(path, f"{where}.image_id", f"no image with id {img_id!r}")
         regions = _require(a, "regions", path, where)
         if not isinstance(regions, list):
@@ -380,36 +406,54 @@ def read_coco(path) -> list[FrameInstances]:
     return read_amodal(path)[0]
 
 
-def load_occlusion_maps(frames: Sequence[FrameInstances], json_path) -> int:
-    """Fill ``occlusion`` of frames whose image names an ``occlusion_file``.
+class OcclusionPages:
+    """A prediction frame's occlusion map, read page by page from the TIFF its image names.
 
-    The file (relative to the JSON's folder) is a TIFF stack of per-frame maps,
-    uint8 (0-255 = probability 0-1) or float; ``occlusion_frame`` picks the
-    plane (default: the frame's own index). Returns the number of frames filled.
+    ``pages(frame)`` -> (H, W) float32 in [0, 1], or None when the frame names no
+    ``occlusion_file``. The file (relative to the JSON's folder) is a TIFF stack of
+    per-frame maps, uint8 (0-255 = probability 0-1) or float; ``occlusion_frame``
+    picks the page (default: the frame's own index). Only one page is in memory.
     """
-    import tifffile
 
-    base = Path(json_path).parent
-    cache: dict[str, np.ndarray] = {}
-    filled = 0
-    for f in frames:
+    def __init__(self, json_path):
+        self.json_path = Path(json_path)
+        self._open: dict[str, Any] = {}
+
+    def __call__(self, f: FrameInstances) -> np.ndarray | None:
         name = f.meta.get("occlusion_file")
         if not name:
-            continue
-        if name not in cache:
-            p = base / name
-            if not p.exists():
-                raise AmodalFormatError(json_path, "images.occlusion_file", f"{p} does not exist")
-            cache[name] = tifffile.imread(p)
-        stack = cache[name]
-        stack = stack[None] if stack.ndim == 2 else stack
-        idx = int(f.meta.get("occlusion_frame", f.frame))
-        if not 0 <= idx < len(stack):
-            raise AmodalFormatError(json_path, "images.occlusion_frame", f"{idx} outside the {len(stack)} planes of {name}")
-        occ = stack[idx]
+            return None
+        pages = self._pages(str(name))
+        idx = _int(f.meta.get("occlusion_frame", f.frame), self.json_path, "images.occlusion_frame")
+        if not 0 <= idx < len(pages):
+            raise AmodalFormatError(self.json_path, "images.occlusion_frame", f"{idx} outside the {len(pages)} planes of {name}")
+        occ = pages[idx].asarray()
         occ = occ.astype(np.float32) / 255.0 if occ.dtype == np.uint8 else occ.astype(np.float32)
         if occ.shape != f.shape:
-            raise AmodalFormatError(json_path, "images.occlusion_file", f"map {occ.shape} does not match image {f.shape}")
-        f.occlusion = occ
-        filled += 1
+            raise AmodalFormatError(self.json_path, "images.occlusion_file", f"map {occ.shape} does not match image {f.shape}")
+        return occ
+
+    def _pages(self, name: str):
+        import tifffile
+
+        if name not in self._open:
+            p = self.json_path.parent / name
+            if not p.is_file():
+                raise AmodalFormatError(self.json_path, "images.occlusion_file", f"{p} does not exist")
+            try:
+                self._open[name] = tifffile.TiffFile(p).pages
+            except Exception as e:  # tifffile's own errors on damaged files
+                raise AmodalFormatError(self.json_path, "images.occlusion_file", f"{p}: not a readable TIFF ({e})") from None
+        return self._open[name]
+
+
+def load_occlusion_maps(frames: Sequence[FrameInstances], json_path) -> int:
+    """Fill ``occlusion`` of frames whose image names an ``occlusion_file``
+    (see :class:`OcclusionPages`). Returns the number of frames filled."""
+    pages, filled = OcclusionPages(json_path), 0
+    for f in frames:
+        occ = pages(f)
+        if occ is not None:
+            f.occlusion = occ
+            filled += 1
     return filled

@@ -11,7 +11,7 @@ import contextlib
 import io
 import logging
 import math
-from typing import Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -50,80 +50,97 @@ def occlusion_iou(gt: Sequence[FrameInstances], pred: Sequence[FrameInstances], 
 
 
 def evaluate_frames(
-    gt: Sequence[FrameInstances],
-    pred: Sequence[FrameInstances],
+    gt: Iterable,
+    pred: Iterable,
     categories: Sequence[dict] | None = None,
+    occlusion_of: Callable[[FrameInstances], np.ndarray | None] | None = None,
 ) -> dict:
-    """COCO-style amodal mask AP of ``pred`` against ``gt``.
+    """COCO-style amodal mask AP of ``pred`` against ``gt``, in one pass over the frames.
 
-    Returns a dict with ``AP`` (mean over IoU 0.50:0.05:0.95), ``AP50``,
-    ``AP75``, ``occlusion_iou`` (NaN when predictions hold no occlusion map),
-    and counts ``n_images``, ``n_gt``, ``n_pred``, ``n_unmatched_pred_images``.
-    AP is NaN when the ground truth holds no instance at all.
+    ``gt`` and ``pred`` hold :class:`FrameInstances` or lazy
+    :class:`~napari_amodal.data.coco.FrameRecord` s; records are decoded one
+    frame at a time and only their RLE encodings are kept, so memory is bounded
+    by one frame's dense masks, whatever the file's length. ``occlusion_of``
+    gives a prediction's occlusion map when the frame does not carry one (e.g.
+    read page by page from the occlusion TIFF).
+
+    Returns a dict with ``AP`` (mean over IoU 0.50:0.95), ``AP50``, ``AP75``,
+    ``occlusion_iou`` (pooled over frames whose prediction has a map; NaN when
+    none has), and counts ``n_images``, ``n_gt``, ``n_pred``,
+    ``n_unmatched_pred_images``. AP is NaN when the ground truth holds no instance.
     """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     from ..data.coco import coco_dict
 
-    gt = list(gt)
-    if categories is None:
-        ids = sorted({int(v) for f in gt for v in f.labels} | {int(v) for f in pred for v in f.labels}) or [1]
-        categories = [{"id": i, "name": str(i)} for i in ids]
-    gt_dict = coco_dict(gt, categories, predictions=False)
-    image_id = {(im["file_name"], im["frame"]): im["id"] for im in gt_dict["images"]}
-    results, unmatched = [], 0
-    for p in pred:
-        key = (p.file_name, int(p.frame))
-        if key not in image_id:
-            unmatched += 1
+    pred_by = {(p.file_name, int(p.frame)): p for p in pred}
+    images, gt_anns, results, labels = [], [], [], set()
+    inter = union = used = 0
+    for img_id, g in enumerate(gt, 1):
+        g = g.load() if hasattr(g, "load") else g
+        key = (g.file_name, int(g.frame))
+        one = coco_dict([g], [], predictions=False)
+        images.append({**one["images"][0], "id": img_id})
+        gt_anns += [{**a, "id": len(gt_anns) + k + 1, "image_id": img_id} for k, a in enumerate(one["annotations"])]
+        labels |= {int(v) for v in g.labels}
+        p = pred_by.pop(key, None)
+        if p is None:
             continue
-        if p.shape != gt[image_id[key] - 1].shape:
-            raise ValueError(f"prediction for {key} has shape {p.shape}, ground truth {gt[image_id[key] - 1].shape}")
-        for rle, box, score, label, area in zip(p.to_rles(), p.boxes, p.scores, p.labels, p.areas):
-            x1, y1, x2, y2 = (float(v) for v in box)
-            results.append(
-                {
-                    "image_id": image_id[key],
-                    "category_id": int(label),
-                    "segmentation": rle,
-                    "bbox": [x1, y1, x2 - x1, y2 - y1],
-                    "area": int(area),
-                    "score": float(score),
-                }
-            )
-    if unmatched:
-        log.warning("%d predicted frames have no ground truth with the same (file_name, frame)", unmatched)
-    n_gt = len(gt_dict["annotations"])
+        p = p.load() if hasattr(p, "load") else p
+        if p.shape != g.shape:
+            raise ValueError(f"prediction for {key} has shape {p.shape}, ground truth {g.shape}")
+        labels |= {int(v) for v in p.labels}
+        results += _results(p, img_id)
+        occ = p.occlusion if p.occlusion is not None else (occlusion_of(p) if occlusion_of else None)
+        if occ is not None:
+            gm = g.occlusion >= 0.5 if g.occlusion is not None else occlusion_from_masks(g.masks)
+            pm = np.asarray(occ) >= 0.5
+            if pm.shape != gm.shape:
+                raise ValueError(f"occlusion map of {key[0]!r} frame {key[1]} has shape {pm.shape}, expected {gm.shape}")
+            used += 1
+            inter += int(np.logical_and(gm, pm).sum())
+            union += int(np.logical_or(gm, pm).sum())
+    if pred_by:
+        log.warning("%d predicted frames have no ground truth with the same (file_name, frame)", len(pred_by))
+    if categories is None:
+        categories = [{"id": i, "name": str(i)} for i in sorted(labels or {1})]
     report = {
-        "AP": math.nan,
-        "AP50": math.nan,
-        "AP75": math.nan,
-        "occlusion_iou": occlusion_iou(gt, pred),
-        "n_images": len(gt),
-        "n_gt": n_gt,
-        "n_pred": len(results),
-        "n_unmatched_pred_images": unmatched,
+        "AP": math.nan, "AP50": math.nan, "AP75": math.nan,
+        "occlusion_iou": inter / union if used and union else math.nan,
+        "n_images": len(images), "n_gt": len(gt_anns), "n_pred": len(results),
+        "n_unmatched_pred_images": len(pred_by),
     }
-    if n_gt == 0:
+    if not gt_anns:
         return report
     if not results:
         report.update(AP=0.0, AP50=0.0, AP75=0.0)
         return report
+    gt_dict = {"images": images, "annotations": gt_anns, "categories": [dict(c) for c in categories]}
+    report.update(_coco_ap(gt_dict, results))
+    return report
+
+
+def _results(p: FrameInstances, img_id: int) -> list[dict]:
+    """A prediction frame as pycocotools result rows (RLE masks)."""
+    out = []
+    for rle, box, score, label, area in zip(p.to_rles(), p.boxes, p.scores, p.labels, p.areas):
+        x1, y1, x2, y2 = (float(v) for v in box)
+        out.append({"image_id": img_id, "category_id": int(label), "segmentation": dict(rle),
+                    "bbox": [x1, y1, x2 - x1, y2 - y1], "area": int(area), "score": float(score)})
+    return out
+
+
+def _coco_ap(gt_dict: dict, results: list[dict]) -> dict:
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
         coco_gt.dataset = gt_dict
         coco_gt.createIndex()
-        for r in results:  # COCO.loadRes wants bytes-compatible RLE; str works for decode
-            r["segmentation"] = dict(r["segmentation"])
-        coco_dt = coco_gt.loadRes(results)
-        ev = COCOeval(coco_gt, coco_dt, iouType="segm")
+        ev = COCOeval(coco_gt, coco_gt.loadRes(results), iouType="segm")
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    stats = ev.stats
-    report.update(AP=_clean(stats[0]), AP50=_clean(stats[1]), AP75=_clean(stats[2]))
-    return report
+    return {"AP": _clean(ev.stats[0]), "AP50": _clean(ev.stats[1]), "AP75": _clean(ev.stats[2])}
 
 
 def _clean(v: float) -> float:

@@ -97,6 +97,11 @@ def project_training_file(path, folder) -> Path:
     if found is None:
         raise FinetuneError(f"the image of project {path} ({image.get('path') or image.get('name') or '?'}) "
                             "was not found; put it beside the project or open and save the project again")
+    if image.get("hash"):  # the cells were drawn on these pixels: never train them on another image
+        from ..io_images import read_stack
+
+        data, _ = read_stack(found)
+        core.check_signature(image, core.image_signature(data, found), where=f"project {path.name}")
     moved = core.AnnotationProject.from_frames({**image, "name": str(found.resolve())}, proj.frames,
                                                n_frames=proj.n_frames, reviewed=proj.reviewed,
                                                categories=proj.categories)
@@ -203,21 +208,26 @@ def check_name(name: str) -> str:
 def publish_model(path, name: str) -> Path:
     """Copy the weights of checkpoint ``path`` (no optimiser state) to
     ``user_model_dir()/NAME.safetensors`` atomically; the model is then found by name."""
+    from ..atomic import atomic_write_text
+    from ..checkpoint import load_checkpoint, save_checkpoint, sha256
     from ..models import user_model_dir
-    from .checkpoint import load_checkpoint, save_checkpoint
 
     check_name(name)
     tensors, config, extra = load_checkpoint(path)
     weights = {k: v for k, v in tensors.items() if not k.startswith("__")}
     extra = {k: v for k, v in extra.items() if k != "optimizer"}
-    return save_checkpoint(user_model_dir() / f"{name}.safetensors", weights, config,
-                           {**extra, "name": name, "source": str(path)})
+    target = user_model_dir() / f"{name}.safetensors"
+    record = target.with_suffix(".sha256")
+    record.unlink(missing_ok=True)  # an old record must never vouch for the new weights
+    saved = save_checkpoint(target, weights, config, {**extra, "name": name, "source": str(path)})
+    atomic_write_text(record, f"{sha256(saved)}  {saved.name}\n")  # checked on every load
+    return saved
 
 
 def stopped_result(out_dir) -> Path | None:
     """The model a stopped run offers: ``best`` when this run validated, else ``last``
     (None: the run saved nothing, e.g. it was stopped before training began)."""
-    from .checkpoint import read_metadata
+    from ..checkpoint import read_metadata
 
     out = Path(out_dir)
     last = out / "last.safetensors"
@@ -231,7 +241,7 @@ def stopped_result(out_dir) -> Path | None:
 def swap_shape_model(init_path, shape_model, out) -> Path:
     """Save the detector of ``init_path`` with ``shape_model`` in place of its own
     (at ``roi_heads.mask_branch.shape_model``) to ``out``."""
-    from .checkpoint import load_checkpoint, save_checkpoint
+    from ..checkpoint import load_checkpoint, save_checkpoint
 
     tensors, config, _ = load_checkpoint(init_path)
     weights = {k: v for k, v in tensors.items() if not k.startswith("__")}
@@ -352,7 +362,7 @@ def finetune(
     from ..data.dataset import AmodalDataset
     from ..model import ModelConfig
     from ..models import load_model, pick_device, resolve_model
-    from .checkpoint import read_metadata
+    from ..checkpoint import read_metadata
     from .loop import TrainSettings, train_detector, validate
     from .shape import load_shape_model, train_shape_model
 

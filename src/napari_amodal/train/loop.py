@@ -187,7 +187,7 @@ def train_detector(
     from ..models import load_model, pick_device
     from ..atomic import atomic_write_text
     from ..utils import flush_denormals
-    from .checkpoint import load_checkpoint, save_checkpoint
+    from ..checkpoint import load_checkpoint, save_checkpoint
 
     s = settings or TrainSettings()
     out = Path(out_dir)

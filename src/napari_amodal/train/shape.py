@@ -104,7 +104,7 @@ def train_shape_model(
     import torch
 
     from ..model import build_shape_model
-    from .checkpoint import save_checkpoint
+    from ..checkpoint import save_checkpoint
 
     if config.mask_head == "fcn":
         raise ValueError("the fcn mask head needs no shape model")
@@ -173,7 +173,7 @@ def train_shape_model(
 def load_shape_model(path, config=None):
     """A trained shape model from a checkpoint saved by :func:`train_shape_model`."""
     from ..model import ModelConfig, build_shape_model
-    from .checkpoint import CheckpointError, load_checkpoint
+    from ..checkpoint import CheckpointError, load_checkpoint
 
     tensors, cfg, _ = load_checkpoint(path)
     if cfg.get("kind") != "shape":

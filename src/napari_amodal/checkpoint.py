@@ -27,7 +27,7 @@ class CheckpointError(ValueError):
 
 def _atomic_replace(path: Path, write) -> None:
     """``write(tmp)`` a file, then put it at ``path`` atomically."""
-    from ..atomic import atomic_path
+    from .atomic import atomic_path
 
     with atomic_path(path) as tmp:
         write(str(tmp))

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from napari_amodal.train.checkpoint import (
+from napari_amodal.checkpoint import (
     CheckpointError,
     load_checkpoint,
     read_metadata,
