@@ -139,3 +139,34 @@ def test_kill_9_mid_run_leaves_earlier_outputs_and_the_next_run_cleans_up(done, 
     tifffile.imwrite(tmp_path / "emb.tif", long[:2])
     assert segment(tmp_path, model) == 0
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # orphans of the dead process removed
+
+
+def test_two_runs_into_one_folder_do_not_interleave(done, model, capsys):
+    """While one run writes emb.* (its lock held by a live process), a second is refused;
+    a lock left by a dead process is taken over."""
+    tmp_path, out, before = done
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".emb.lock").write_text(str(sleeper.pid))
+        assert segment(tmp_path, model) == 2
+        assert "another napari-amodal run" in capsys.readouterr().err
+        assert snapshot(out) == {**before, ".emb.lock": str(sleeper.pid).encode()}
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert segment(tmp_path, model) == 0  # the dead run's lock is taken over
+    assert not (out / ".emb.lock").exists()
+
+
+def test_failures_map_to_statuses_and_one_line():
+    from napari_amodal.cli import describe_failure
+
+    assert describe_failure(ValueError("x.tif: bad"))[0] == 2
+    assert describe_failure(FileNotFoundError("x.tif: no such image file"))[0] == 2
+    code, msg = describe_failure(PermissionError(errno.EACCES, "Permission denied", "/ro/out.json"))
+    assert code == 1 and msg.startswith("/ro/out.json: permission denied")
+    code, msg = describe_failure(OSError(errno.ENOSPC, "No space left", "/full/a.tif"))
+    assert code == 1 and "/full/a.tif: no space left" in msg
+    assert describe_failure(MemoryError())[0] == 1
+    code, msg = describe_failure(RuntimeError("line one\nline two"))
+    assert code == 1 and "\n" not in msg and "line one" in msg

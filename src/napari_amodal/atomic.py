@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes", "ensure_folder", "file_mode"]
+__all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes", "ensure_folder", "file_mode", "output_lock"]
 
 
 def file_mode() -> int:
@@ -71,6 +71,41 @@ def atomic_write_bytes(path, data: bytes) -> None:
 def atomic_write_text(path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_path`)."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+class BusyError(FileExistsError):
+    """Another live process is writing the same outputs."""
+
+
+@contextlib.contextmanager
+def output_lock(folder, stem: str) -> Iterator[None]:
+    """Hold ``folder/.STEM.lock`` while writing the outputs named STEM there.
+
+    A second run writing the same outputs at the same time is refused (its
+    files would interleave with the first's); a lock left by a process that is
+    gone (kill -9) is taken over.
+    """
+    lock = Path(folder) / f".{stem}.lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            pid = lock.read_text().strip() if lock.exists() else ""
+            if pid.isdigit() and _alive(int(pid)) and int(pid) != os.getpid():
+                raise BusyError(f"{folder}: another napari-amodal run (process {pid}) is writing {stem}.* here; "
+                                "wait for it or choose another --out folder") from None
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+    else:  # pragma: no cover - lost a race twice
+        raise BusyError(f"{folder}: cannot lock {stem}.* (another run keeps taking it)")
+    try:
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
 
 
 def _remove_orphans(path: Path) -> None:

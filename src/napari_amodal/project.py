@@ -213,19 +213,39 @@ def load_project(path, signature: dict | None = None) -> AnnotationProject:
     meta = d.get(PROJECT_KEY) if isinstance(d, dict) else None
     if not isinstance(meta, dict) or meta.get("format") != PROJECT_FORMAT:
         raise ProjectError(f"{path}: not a napari-amodal project (no '{PROJECT_KEY}' entry)")
-    if int(meta.get("version", 0)) > PROJECT_VERSION:
-        raise ProjectError(f"{path}: project version {meta.get('version')} is newer than this napari-amodal reads")
+    version = _whole(meta.get("version", 0), path, "version")
+    if version > PROJECT_VERSION:
+        raise ProjectError(f"{path}: project version {version} is newer than this napari-amodal reads")
     image = meta.get("image") or {}
+    shape = image.get("shape", []) if isinstance(image, dict) else None
+    if not isinstance(shape, list) or not all(isinstance(v, int) and v >= 0 for v in shape):
+        raise ProjectError(f"{path}: '{PROJECT_KEY}.image' must be an image signature with a list of sizes")
     if signature is not None:
         check_signature(image, signature, where=f"project {path.name}")
     frames, categories = read_amodal(path)
-    n_frames = int(meta.get("n_frames", len(frames)))
-    shape = tuple(image.get("shape", []))
+    n_frames = _whole(meta.get("n_frames", len(frames)), path, "n_frames")
+    reviewed = meta.get("reviewed", [])
+    if not isinstance(reviewed, list):
+        raise ProjectError(f"{path}: '{PROJECT_KEY}.reviewed' must be a list of frame indices")
+    reviewed = [_whole(t, path, "reviewed") for t in reviewed]
+    if any(t >= max(n_frames, 1) for t in reviewed) or any(f.frame >= max(n_frames, 1) for f in frames):
+        raise ProjectError(f"{path}: frame indices beyond the project's {n_frames} frames")
     frame_shape = frames[0].shape if frames else (tuple(shape[-2:]) if len(shape) >= 2 else None)
+    if frame_shape is None:
+        raise ProjectError(f"{path}: a project without frames must give its image shape")
+    if any(f.shape != frame_shape for f in frames):
+        raise ProjectError(f"{path}: frames of different sizes in one project")
     return AnnotationProject.from_frames(
         image, frames, n_frames=n_frames, frame_shape=frame_shape,
-        reviewed=meta.get("reviewed", []), categories=categories or None,
+        reviewed=reviewed, categories=categories or None,
     )
+
+
+def _whole(value, path, field: str) -> int:
+    """A non-negative integer field of the project entry, or a ProjectError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ProjectError(f"{path}: '{PROJECT_KEY}.{field}' must be a whole number >= 0, got {value!r}")
+    return value
 
 
 def autosave_path(path) -> Path:

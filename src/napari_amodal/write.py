@@ -27,7 +27,7 @@ def segment_files(segmenter, input_path, out_dir, *, plane: int | None = None, c
     import imageio.v3 as iio
     import tifffile
 
-    from .atomic import atomic_path, atomic_write_text, ensure_folder
+    from .atomic import atomic_path, atomic_write_text, ensure_folder, output_lock
     from .data.coco import coco_dict
     from .io_images import read_stack
     from .overlay import draw_instances, montage
@@ -57,8 +57,8 @@ def segment_files(segmenter, input_path, out_dir, *, plane: int | None = None, c
                     progress(k + 1, n)
                 yield inst
 
-    # all three files are renamed into place only once every frame is done
-    with atomic_path(occ_path) as occ_tmp, atomic_path(overlay_path, suffix=".png") as png_tmp:
+    # all three files are renamed into place only once every frame is done; one run at a time
+    with output_lock(out, stem), atomic_path(occ_path) as occ_tmp, atomic_path(overlay_path, suffix=".png") as png_tmp:
         extra = {(input_path.name, t): {"occlusion_file": occ_path.name, "occlusion_frame": t} for t in range(n)}
         d = coco_dict(frames(occ_tmp), _categories(segmenter), predictions=True, images_extra=extra,
                       info={"model": segmenter.name, "source": str(input_path)})

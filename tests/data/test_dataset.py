@@ -44,3 +44,24 @@ def test_frames_filter_and_missing_image(tmp_path):
     shutil.copy(sample_path(EMBRYO_GT), tmp_path / "gt.json")
     with pytest.raises(FileNotFoundError, match="embryo_sample.tif"):
         AmodalDataset([tmp_path / "gt.json"])[0]
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "float32", "int32"])
+def test_training_reads_any_dtype_through_the_one_normaliser(tmp_path, dtype):
+    """Fine-tuning and training crashed on non-8-bit stacks like segmentation did."""
+    import numpy as np
+    import tifffile
+
+    from napari_amodal.data.coco import read_amodal, write_coco
+    from napari_amodal.normalize import to_model_input
+
+    stack = tifffile.imread(sample_path("embryo_sample.tif"))[:2]
+    frames, cats = read_amodal(sample_path(EMBRYO_GT))
+    other = (stack.astype(np.float64) * 16 + 3).astype(dtype)
+    tifffile.imwrite(tmp_path / "s.tif", other)
+    for f in frames[:2]:
+        f.file_name = "s.tif"
+    write_coco(tmp_path / "s.json", frames[:2], cats)
+    image, target = AmodalDataset([tmp_path / "s.json"])[1]
+    assert image.dtype == torch.float32 and len(target["boxes"]) == len(frames[1])
+    np.testing.assert_array_equal(image.numpy(), to_model_input(other[1]))

@@ -84,3 +84,26 @@ def test_image_reader_fails_cleanly_on_damaged_files(tmp_path, data, cut):
         assert "x.tif" in str(e)
     else:
         assert len(axes) == stack.ndim
+
+
+project_meta = st.fixed_dictionaries(
+    {"format": st.just("napari-amodal-project") | values},
+    optional={"version": values, "image": values | st.fixed_dictionaries({"shape": values}), "n_frames": values,
+              "reviewed": values | st.lists(st.integers(-3, 30), max_size=4)})
+
+
+@fuzz
+@given(doc=documents, meta=project_meta)
+def test_project_loader_fails_cleanly(tmp_path, doc, meta):
+    from napari_amodal.project import PROJECT_KEY, ProjectError, load_project
+
+    doc = dict(doc) if isinstance(doc, dict) else {"images": [], "annotations": []}
+    doc[PROJECT_KEY] = meta
+    path = tmp_path / "p.project.json"
+    path.write_text(json.dumps(doc, allow_nan=True))
+    try:
+        proj = load_project(path)
+    except (ProjectError, AmodalFormatError, ValueError) as e:
+        assert "p.project.json" in str(e)
+    else:
+        assert all(0 <= t < max(proj.n_frames, 1) for t in proj.reviewed)
