@@ -129,3 +129,16 @@ def test_every_dtype_segments_like_its_8bit_twin(segmenter, monkeypatch, tmp_pat
     assert main(["-q", "segment", str(tmp_path / "other.tif"), "--out", str(tmp_path / "o"), "--model", str(model),
                  "--device", "cpu"]) == 0
     assert len(json.loads((tmp_path / "o" / "other.json").read_text())["images"]) == 2
+
+
+def test_the_inference_path_imports_nothing_from_training(tmp_path):
+    """segment -> models -> checkpoint -> model: the training package stays out."""
+    import subprocess
+    import sys
+
+    model = save_untrained(tmp_path / "tiny.safetensors")
+    code = ("import sys, numpy as np\nfrom napari_amodal.segment import Segmenter\n"
+            f"s = Segmenter.load({str(model)!r}, device='cpu')\ns(np.zeros((1, 64, 64), np.uint8))\n"
+            "print(sorted(m for m in sys.modules if m.startswith('napari_amodal.train')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
