@@ -343,3 +343,24 @@ def test_export_measurements_of_the_corrected_cells(segmented, qtbot, errors, tm
     assert len(first) == max(counts[measured[0]] - 1, 0)  # t2..tN of an N-cell first frame
     assert all(r["note"] == "at or before the first measured frame" for r in first)
     assert all(int(r["cells"]) <= counts[measured[0]] for r in first)
+
+
+def test_each_hand_drawn_cell_is_a_new_cell(segmented):
+    """napari resets feature_defaults on every features assignment: the second drawn
+    cell copied the first one's id, frame and area, and the two merged on export."""
+    viewer, _ = segmented
+    p = _proofread(viewer)
+    layer = p.layer
+    p.add_ellipse()
+    layer.add(np.array([[1, 100, 100], [1, 100, 140], [1, 130, 140], [1, 130, 100]], float), shape_type="ellipse")
+    layer.add(np.array([[2, 20, 20], [2, 20, 80], [2, 90, 80], [2, 90, 20]], float), shape_type="ellipse")
+    first, second = layer.features.iloc[-2], layer.features.iloc[-1]
+    assert second["cell_id"] != first["cell_id"] and second["cell_id"] > first["cell_id"]
+    assert (first["frame"], second["frame"]) == (1, 2)
+    assert second["area"] > first["area"] > 0
+    layer.selected_data = {len(layer.data) - 1}
+    p.cell_id.setValue(4242)
+    p.apply_id()
+    layer.add(np.array([[1, 150, 150], [1, 150, 170], [1, 170, 170], [1, 170, 150]], float), shape_type="ellipse")
+    third = layer.features.iloc[-1]
+    assert third["cell_id"] not in (4242, first["cell_id"]) and third["frame"] == 1

@@ -29,6 +29,8 @@ CELL_LAYER_KIND = "amodal_cells"
 FEATURES = ("cell_id", "score", "area", "frame", "label", "parent_id")
 FEATURE_DTYPES = {"cell_id": np.int64, "score": np.float64, "area": np.int64, "frame": np.int64, "label": np.int64,
                   "parent_id": np.int64}
+# features of a shape drawn by hand: cell_id -1 marks it new (the proofread widget numbers it)
+NEW_CELL_DEFAULTS = {"cell_id": -1, "score": 1.0, "area": 0, "frame": 0, "label": 1, "parent_id": -1}
 
 
 def cell_layer_data(
@@ -84,7 +86,7 @@ def cell_layer_data(
         "shape_type": "polygon",
         "features": {k: np.asarray(v, FEATURE_DTYPES[k]) for k, v in feats.items()},
         # a shape drawn by hand must not inherit the last row's cell id (napari's default)
-        "feature_defaults": {"cell_id": -1, "score": 1.0, "area": 0, "frame": 0, "label": 1, "parent_id": -1},
+        "feature_defaults": dict(NEW_CELL_DEFAULTS),
         "edge_color": np.array(edge, np.float32).reshape(-1, 4),
         "face_color": np.array(face, np.float32).reshape(-1, 4),
         "edge_width": 1.5,

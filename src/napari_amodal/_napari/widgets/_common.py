@@ -174,6 +174,16 @@ def snapshot(layer) -> dict:
     }
 
 
+def set_features(layer, features) -> None:
+    """Assign a cell layer's features, keeping the defaults for hand-drawn shapes
+    (napari resets ``feature_defaults`` to the last row on every assignment, so
+    the next drawn cell would copy that row's id, frame and area)."""
+    from ..layers import NEW_CELL_DEFAULTS
+
+    layer.features = features.reset_index(drop=True) if hasattr(features, "reset_index") else features
+    layer.feature_defaults = dict(NEW_CELL_DEFAULTS)
+
+
 def set_shapes(layer, data, types, features, edge, face) -> None:
     """Replace all shapes of a layer with their features and colours."""
     layer.selected_data = set()
@@ -181,7 +191,7 @@ def set_shapes(layer, data, types, features, edge, face) -> None:
         layer.data = list(zip(data, types))
     else:
         layer.data = []
-    layer.features = features.reset_index(drop=True) if hasattr(features, "reset_index") else features
+    set_features(layer, features)
     if len(data):
         layer.edge_color = np.asarray(edge, np.float32).reshape(-1, 4)
         layer.face_color = np.asarray(face, np.float32).reshape(-1, 4)

@@ -32,7 +32,7 @@ from qtpy.QtWidgets import (
 )
 
 from ... import project as core
-from ..layers import META_KEY
+from ..layers import META_KEY, NEW_CELL_DEFAULTS
 from ._common import (
     cells_layer_tuple,
     cells_name,
@@ -46,6 +46,7 @@ from ._common import (
     report_error,
     report_info,
     restore,
+    set_features,
     snapshot,
 )
 
@@ -191,8 +192,7 @@ class ProofreadWidget(QWidget):
         self.history.clear()
         if layer is not None:
             layer.events.data.connect(self._on_data)
-            layer.feature_defaults = {"cell_id": -1, "score": 1.0, "area": 0, "frame": -1, "label": 1,
-                                      "parent_id": -1}
+            layer.feature_defaults = dict(NEW_CELL_DEFAULTS)
 
     def _require(self):
         if self.layer is None:
@@ -254,7 +254,7 @@ class ProofreadWidget(QWidget):
             feats.loc[i, "frame"] = int(round(verts[0, 0])) if verts.shape[1] >= 3 else 0
             if len(shape) == 2:
                 feats.loc[i, "area"] = int(_shape_mask(verts[:, -2:], layer.shape_type[i], shape).sum())
-        layer.features = feats
+        set_features(layer, feats)
         recolour(layer)
 
     # -- editing --------------------------------------------------------------
@@ -293,7 +293,7 @@ class ProofreadWidget(QWidget):
         with self._edit():
             feats = layer.features.copy()
             feats.loc[selected, "cell_id"] = int(self.cell_id.value())
-            layer.features = feats
+            set_features(layer, feats)
             recolour(layer)
 
     def undo(self) -> None:
