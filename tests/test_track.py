@@ -49,3 +49,21 @@ def test_gap_starts_new_tracks():
     b = FrameInstances.from_masks(m, frame=2)
     link_tracks([a, b])
     assert a.track_ids[0] != b.track_ids[0]
+
+
+def test_a_continued_tracker_keeps_the_ids_of_the_frame_before():
+    from napari_amodal.instances import FrameInstances
+    from napari_amodal.track import Tracker
+
+    m = np.zeros((2, 40, 40), bool)
+    m[0, 5:15, 5:15] = m[1, 20:35, 20:35] = True
+    before = FrameInstances.from_masks(m, track_ids=[41, 7], parent_ids=[-1, 3], frame=4)
+    nxt = FrameInstances.from_masks(np.concatenate([m[::-1], np.zeros((1, 40, 40), bool) | _square(0, 30, 8)]), frame=5)
+    out = Tracker().continue_from(before, next_id=50).update(nxt)
+    assert out.track_ids.tolist() == [7, 41, 50] and out.parent_ids.tolist() == [3, -1, -1]
+
+
+def _square(y, x, s):
+    q = np.zeros((1, 40, 40), bool)
+    q[0, y : y + s, x : x + s] = True
+    return q

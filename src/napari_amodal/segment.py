@@ -150,13 +150,15 @@ class Segmenter:
         frames: Sequence[int] | None = None,
         file_name: str = "",
         track: bool = True,
+        tracker=None,
     ) -> Iterator[FrameInstances]:
         """Segment frames one batch at a time, yielding one FrameInstances per frame.
 
         Memory stays bounded by one batch: the stack may be a memory-mapped or
         lazily read array; each frame is converted when its batch comes. With
         ``track``, consecutive frames are linked (:class:`~napari_amodal.track.Tracker`):
-        cells get track ids that persist over time and parent ids at divisions.
+        cells get track ids that persist over time and parent ids at divisions;
+        ``tracker`` continues an existing one (see :meth:`Tracker.continue_from`).
         """
         import torch
 
@@ -164,7 +166,7 @@ class Segmenter:
         from .track import Tracker
         from .utils import flush_denormals
 
-        tracker = Tracker() if track else None
+        tracker = (tracker or Tracker()) if track else None
 
         view, _ = frames_view(stack, axes, plane, channel)
         indices = list(range(len(view))) if frames is None else [int(t) for t in frames]

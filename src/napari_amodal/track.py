@@ -31,6 +31,16 @@ class Tracker:
         self.next_id = 1
         self.parents: dict[int, int] = {}
 
+    def continue_from(self, prev: FrameInstances | None, next_id: int) -> "Tracker":
+        """Link the next frame to ``prev`` (an already tracked frame, e.g. the one before a
+        re-segmented range) and number new tracks from ``next_id``, so ids stay those of
+        the cells already shown. Returns self."""
+        self.prev = prev
+        self.next_id = max(int(next_id), 1)
+        if prev is not None:
+            self.parents.update({int(t): int(p) for t, p in zip(prev.track_ids, prev.parent_ids)})
+        return self
+
     def update(self, inst: FrameInstances) -> FrameInstances:
         """Set ``track_ids`` / ``parent_ids`` of ``inst`` (in place) and return it.
         A frame that does not follow the previous one (a gap) starts new tracks."""

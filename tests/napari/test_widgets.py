@@ -364,3 +364,22 @@ def test_each_hand_drawn_cell_is_a_new_cell(segmented):
     layer.add(np.array([[1, 150, 150], [1, 150, 170], [1, 170, 170], [1, 170, 150]], float), shape_type="ellipse")
     third = layer.features.iloc[-1]
     assert third["cell_id"] not in (4242, first["cell_id"]) and third["frame"] == 1
+
+
+def test_resegmenting_a_range_keeps_the_ids_shown(segmented, qtbot, errors):
+    """Re-segmenting frames restarted track ids at 1, so a cell changed id and colour."""
+    viewer, w = segmented
+    layer = viewer.layers[_common.cells_name(IMAGE)]
+    feats = layer.features.copy()
+    feats["cell_id"] = feats["cell_id"] + 100  # ids the user has come to know
+    _common.set_features(layer, feats)
+    shown = {int(t): set(feats.loc[feats["frame"] == t, "cell_id"]) for t in (1, 2)}
+    w.first.setValue(2)
+    w.last.setValue(2)
+    _run(qtbot, w)
+    assert errors == []
+    feats = layer.features
+    again = set(feats.loc[feats["frame"] == 2, "cell_id"])
+    assert set(feats.loc[feats["frame"] == 1, "cell_id"]) == shown[1]  # frame 1 untouched
+    assert again and all(i in shown[1] or i > max(shown[1] | shown[2]) for i in again)
+    assert again & shown[1]  # the same cells (same untrained model, same image) kept their ids

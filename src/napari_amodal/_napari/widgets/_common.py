@@ -162,6 +162,33 @@ def layer_frames(layer):
     return cell_layer_to_frames(layer.data, layer.features, layer.metadata, list(layer.shape_type))
 
 
+def layer_frame(layer, t: int):
+    """The cells of frame ``t`` of a stacked cell layer as FrameInstances (only that
+    frame's shapes are rasterised), or None when the layer has no shapes there."""
+    if not len(layer.data) or layer.ndim < 3:
+        return None
+    frames = np.asarray(layer.features["frame"], np.int64)
+    keep = np.flatnonzero(frames == t)
+    if not len(keep):
+        return None
+    feats = layer.features.iloc[keep].reset_index(drop=True)
+    types = [layer.shape_type[i] for i in keep]
+    out = cell_layer_to_frames([layer.data[i] for i in keep], feats, layer.metadata, types)
+    return out[t] if t < len(out) else None
+
+
+def continued_tracker(layer, first: int):
+    """A Tracker that links a run starting at frame ``first`` to the cells the layer
+    already shows in frame ``first - 1`` and numbers new tracks after the layer's
+    largest id, so re-segmenting a range keeps ids (and colours) stable."""
+    from ...track import Tracker
+
+    if layer is None or not len(layer.data):
+        return Tracker()
+    next_id = int(np.asarray(layer.features["cell_id"], np.int64).max(initial=0)) + 1
+    return Tracker().continue_from(layer_frame(layer, first - 1) if first > 0 else None, next_id)
+
+
 def snapshot(layer) -> dict:
     """A copy of everything an edit may change on a cell layer."""
     return {

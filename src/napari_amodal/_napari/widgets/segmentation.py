@@ -30,6 +30,7 @@ from ..layers import META_KEY, OCCLUSION_STYLE
 from ._common import (
     SegmentationResult,
     cells_name,
+    continued_tracker,
     current_frame,
     image_axes,
     image_file,
@@ -263,8 +264,9 @@ class SegmentationWidget(QWidget):
             args["frames"] = sorted(frames)
         holder: dict = {}
         self._run = {"image": self._layer(), "args": args, "holder": holder, "stopped": False}
+        tracker = continued_tracker(self._cell_layer(self._layer()), min(args["frames"]) if args["frames"] else 0)
         start_worker(
-            self, segment_job, {**args, "holder": holder, "result": self._new_result(args)},
+            self, segment_job, {**args, "holder": holder, "result": self._new_result(args), "tracker": tracker},
             status="loading the model...", on_yielded=self._on_progress, on_returned=self._on_returned,
             on_error=self._on_error, on_aborted=self._on_aborted, on_finished=self._on_finished,
             _progress={"total": len(args["frames"]), "desc": "Amodal segmentation"},
@@ -310,6 +312,12 @@ class SegmentationWidget(QWidget):
             self.status.setText(f"done: {len(result)} frame(s), {result.n_cells} cells")
 
     # -- results -> layers ---------------------------------------------------
+    def _cell_layer(self, image):
+        """The cell layer this widget made for ``image`` earlier, if it is still there."""
+        name = cells_name(image.name) if image is not None else None
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        return layer if layer is not None and is_cell_layer(layer) else None
+
     def _new_result(self, args: dict) -> SegmentationResult:
         """An empty result for the run's image (filled in the worker)."""
         return SegmentationResult(stack="T" in args["axes"], name=cells_name(self._layer().name),
