@@ -69,3 +69,16 @@ def test_main_ships_the_last_stage_with_all_logs(install, tmp_path, monkeypatch,
     assert (package / "bundled.sha256").read_text().split()[0] == sha256(package / "bundled.safetensors")
     log = [json.loads(line) for line in (package / "bundled_training_log.jsonl").read_text().splitlines()]
     assert [(r["stage"], r["iteration"]) for r in log] == [(1, 1), (1, 2), (2, 1), (2, 2), (2, 3)]
+
+
+def test_append_ships_the_next_stage_and_keeps_the_shipped_logs(install, tmp_path, monkeypatch):
+    package = tmp_path / "package"
+    monkeypatch.setattr(install, "BUNDLED_DIR", package)
+    install.main([str(_run(tmp_path / "s1", 1.0, 2)), str(_run(tmp_path / "s2", 2.5, 1))])
+    install.append_stage(str(_run(tmp_path / "s3", 4.0, 2)))
+    tensors, config, extra = load_checkpoint(package / "bundled.safetensors")
+    assert torch.equal(tensors["w"].float(), torch.full((3,), 4.0))
+    assert extra["stages"] == [str(tmp_path / s) for s in ("s1", "s2", "s3")]
+    assert (package / "bundled.sha256").read_text().split()[0] == sha256(package / "bundled.safetensors")
+    log = [json.loads(line) for line in (package / "bundled_training_log.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["iteration"]) for r in log] == [(1, 1), (1, 2), (2, 1), (3, 1), (3, 2)]

@@ -11,6 +11,9 @@
     python recipes/bundled/install.py --restamp   # re-apply the recipe's inference settings
                                                   # to the shipped file (weights untouched)
 
+    python recipes/bundled/install.py --append RUN   # ship RUN's model as the next stage,
+                                                      # keeping the shipped stages' logs
+
 With several run folders (training stages, each started from the one before),
 the model of the last one is shipped and the logs of all are kept. Writes
 src/napari_amodal/models/bundled.safetensors (weights stored as float16 to stay
@@ -30,7 +33,7 @@ import json
 import sys
 from pathlib import Path
 
-from napari_amodal.data.coco import atomic_write_text
+from napari_amodal.atomic import atomic_write_text
 from napari_amodal.models import BUNDLED_DIR
 from napari_amodal.checkpoint import load_checkpoint, save_checkpoint, sha256
 
@@ -110,6 +113,28 @@ def main(run_dirs: list[str], inference: Path | None = RECIPE_INFERENCE) -> None
     print(f"{dest}: {dest.stat().st_size / 2**20:.1f} MiB, sha256 {digest[:16]}...")
 
 
+def append_stage(run_dir: str, inference: Path = RECIPE_INFERENCE) -> None:
+    """Ship ``run_dir``'s model as the next stage after the shipped ones: their logs (in
+    the package) are kept and this run's log is added with the next stage number."""
+    run = Path(run_dir)
+    tensors, config, extra = load_checkpoint(run / "model.safetensors")
+    config = with_recipe_inference(config, inference)
+    weights = float16_weights(tensors)
+    shipped = BUNDLED_DIR / "bundled_training_log.jsonl"
+    old_lines = [line for line in shipped.read_text().splitlines() if line.strip()] if shipped.exists() else []
+    stage = max((json.loads(line).get("stage", 1) for line in old_lines), default=0) + 1
+    _, _, old_extra = load_checkpoint(BUNDLED_DIR / "bundled.safetensors")
+    extra = {**extra, "stored_dtype": "float16", "recipe": "recipes/bundled/train.sh",
+             "stages": list(old_extra.get("stages", [])) + [str(run)],
+             "shape_model_report": old_extra.get("shape_model_report")}
+    tensor_mb = sum(v.numel() * v.element_size() for v in weights.values()) / 2**20
+    if tensor_mb > LIMIT_MB:
+        raise SystemExit(f"the weights take {tensor_mb:.1f} MiB, over the {LIMIT_MB} MiB budget: nothing installed")
+    dest, digest = ship(weights, config, extra)
+    atomic_write_text(shipped, "\n".join(old_lines + stage_log(run, stage)) + "\n")
+    print(f"{dest}: stage {stage}, {dest.stat().st_size / 2**20:.1f} MiB, sha256 {digest[:16]}...")
+
+
 def restamp() -> None:
     """Rewrite the shipped model with the recipe's inference settings; weights and log unchanged."""
     path = BUNDLED_DIR / "bundled.safetensors"
@@ -126,6 +151,8 @@ def restamp() -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--float16"]:  # install.py --float16 SRC DEST
         save_float16(*sys.argv[2:4])
+    elif sys.argv[1:2] == ["--append"]:  # install.py --append RUN
+        append_stage(sys.argv[2])
     elif sys.argv[1:] == ["--restamp"]:
         restamp()
     elif sys.argv[1:2] == ["--as-trained"]:  # an intermediate stage: no inference settings applied

@@ -12,7 +12,9 @@
 # from the installed stage-3 file on 14 + 4 new sets of embryos (seeds 6100, 7100);
 # stage 5 (OUT5): 2,400 x batch 8 from stage 4 on 14 + 4 more (seeds 6200, 7200);
 # stage 6 (OUT6): 1,200 x batch 8 at lr 0.005 from stage 5 on 14 + 4 more (seeds 6300,
-# 7300), on a 2-core CPU (about 1.5 h; DEVICE6=cpu, as it was made).
+# 7300), on a 2-core CPU (about 1.5 h; DEVICE6=cpu, as it was made); stage 7 (OUT7): 1,000 x
+# batch 8 at lr 0.005 from the installed stage-6 file on both synthetic families
+# (recipes/bundled/stage7_mixed.sh), on the CPU.
 # 5,600 x batch 4 + 5,200 x batch 8 in all. Stages 3-5 ran on a GPU with mixed
 # precision (DEVICE3=auto picks CUDA when present; on 2 CPU cores stage 3 takes about
 # 1.5 h, stages 4 and 5 together about 8 h; WORKERS45=2 there). Every step is seeded. Training resumes
@@ -26,6 +28,7 @@ OUT3=${OUT3:-${OUT}3}
 OUT4=${OUT4:-${OUT}4}
 OUT5=${OUT5:-${OUT}5}
 OUT6=${OUT6:-${OUT}6}
+OUT7=${OUT7:-${OUT}7}
 ITERATIONS=${ITERATIONS:-1600}
 ITERATIONS2=${ITERATIONS2:-2400}
 NA=${NAPARI_AMODAL:-napari-amodal}
@@ -75,6 +78,16 @@ env "${S45[@]}" DATA="${DATA}5" OUT="$OUT5" INIT="$OUT4/model.safetensors" \
 env "${S45[@]}" WORKERS="${WORKERS6:-1}" LR=0.005 DEVICE="${DEVICE6:-cpu}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" \
   DATA="${DATA}6" OUT="$OUT6" INIT="$OUT5/model.safetensors" ITERATIONS=1200 VAL_EVERY=400 SEED=5 SEED1=6300 SEED5=7300 bash recipes/bundled/stage3_gpu.sh
 
-# 8. ship it: weights + config (with the inference-only settings of inference.json) +
-#    checksum + all stages' training logs into the package
+# 8. install stage 6 (as shipped then: float16, inference.json's settings)
 python recipes/bundled/install.py "$OUT" "$OUT2" "$OUT3" "$OUT4" "$OUT5" "$OUT6"
+
+# 9. stage 7 from that file on both synthetic families (hoffman + volume: DIC / phase / bright
+#    field, zygote to 16 cells, compaction, empty dishes, 8-16 bit, 256-1024 px); it ran on the
+#    2-core CPU (1,000 x batch 8 at lr 0.005, about 70 min, two threads)
+STEP=all INIT=src/napari_amodal/models/bundled.safetensors DATA="${DATA}7" OUT="$OUT7" ITERATIONS=1000 BATCH=8 \
+  LR=0.005 VAL_EVERY=250 SEED=7 DEVICE="${DEVICE7:-cpu}" WORKERS=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" \
+  NAPARI_AMODAL="$NA" bash recipes/bundled/stage7_mixed.sh
+
+# 10. ship it: weights + config (with the inference-only settings of inference.json) +
+#     checksum + all stages' training logs into the package
+python recipes/bundled/install.py "$OUT" "$OUT2" "$OUT3" "$OUT4" "$OUT5" "$OUT6" "$OUT7"
