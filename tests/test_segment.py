@@ -142,3 +142,23 @@ def test_the_inference_path_imports_nothing_from_training(tmp_path):
             "print(sorted(m for m in sys.modules if m.startswith('napari_amodal.train')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_frames_without_cells_are_reported_not_invented(tmp_path, capsys):
+    """A blank frame (no contrast) and frames where nothing is found carry their state in the JSON."""
+    from napari_amodal.segment import frame_state
+
+    assert frame_state(np.full((3, 32, 32), 0.5, np.float32), 0) == "blank"
+    noisy = np.random.default_rng(0).random((3, 32, 32)).astype(np.float32)
+    assert frame_state(noisy, 0) == "no_cells" and frame_state(noisy, 2) == "cells"
+    model = save_untrained(tmp_path / "tiny.safetensors")
+    stack = (np.random.default_rng(1).random((2, 64, 64)) * 255).astype(np.uint8)
+    stack[1] = 128
+    tifffile.imwrite(tmp_path / "e.tif", stack)
+    assert main(["-q", "segment", str(tmp_path / "e.tif"), "--out", str(tmp_path / "o"), "--model", str(model),
+                 "--device", "cpu", "--score-threshold", "1"]) == 0  # nothing passes: no cells anywhere
+    images = json.loads((tmp_path / "o" / "e.json").read_text())["images"]
+    assert [im["state"] for im in images] == ["no_cells", "blank"]
+    assert "2 frame(s) without cells (1 blank" in capsys.readouterr().err
+    frames, _ = read_amodal(tmp_path / "o" / "e.json")
+    assert [f.meta["state"] for f in frames] == ["no_cells", "blank"]

@@ -305,9 +305,15 @@ def cmd_segment(args) -> int:
     print(f"model {args.model} on {segmenter.device}", file=sys.stderr)
     for inp in args.inputs:
         bar = _Progress(Path(inp).name, args.quiet)
-        written = segment_files(segmenter, inp, args.out, plane=args.plane, channel=args.channel, progress=bar)
+        states: dict = {}
+        written = segment_files(segmenter, inp, args.out, plane=args.plane, channel=args.channel, progress=bar,
+                                states=states)
         bar.close()
         print("  ".join(str(p) for p in written))
+        empty = states.get("no_cells", 0) + states.get("blank", 0)
+        if empty:  # reported, not filled with invented cells
+            print(f"{Path(inp).name}: {empty} frame(s) without cells ({states.get('blank', 0)} blank: no contrast; "
+                  "the rest empty, compacted or out of focus); their 'state' is in the JSON", file=sys.stderr)
     return 0
 
 

@@ -69,6 +69,20 @@ def _take_axis(stack, axes: str, name: str, index: int | None, label: str):
     return stack[(slice(None),) * k + (index,)], axes.replace(name, "")
 
 
+BLANK_STD = 0.004  # below this spread of the normalised frame (1 grey level in 8 bits) nothing can be seen
+
+
+def frame_state(image, n_cells: int) -> str:
+    """What a segmented frame is, for the file and the summary: ``cells``,
+    ``no_cells`` (nothing found: an empty dish, a compacted embryo, out of focus)
+    or ``blank`` (no contrast at all: lamp off, saturated, a dropped frame).
+    ``image``: the model's input (3, H, W) in [0, 1] (tensor or array)."""
+    if n_cells:
+        return "cells"
+    spread = float(image[0].std()) if hasattr(image, "std") else float(np.std(image[0]))
+    return "blank" if spread < BLANK_STD else "no_cells"
+
+
 def outputs_to_instances(
     output: dict,
     shape: tuple[int, int],
@@ -183,6 +197,7 @@ class Segmenter:
                     out, tuple(img.shape[-2:]), score_threshold=self.score_threshold,
                     mask_threshold=self.mask_threshold, file_name=file_name, frame=t,
                 )
+                inst.meta["state"] = frame_state(img, len(inst))
                 yield tracker.update(inst) if tracker is not None else inst
 
     def segment(self, stack: np.ndarray, **kwargs) -> Generator[Progress, None, list[FrameInstances]]:

@@ -16,13 +16,15 @@ import numpy as np
 
 
 def segment_files(segmenter, input_path, out_dir, *, plane: int | None = None, channel: int | None = None,
-                  progress: Callable[[int, int], None] | None = None, overlay_frames: int = 12) -> list[Path]:
+                  progress: Callable[[int, int], None] | None = None, overlay_frames: int = 12,
+                  states: dict | None = None) -> list[Path]:
     """Segment one image file and write ``<stem>.json``, ``<stem>_occlusion.tif``
     (uint8, 255 = probability 1, one page per frame) and ``<stem>_overlay.png``
     (up to ``overlay_frames`` frames with every cell's complete outline).
 
-    ``file_name`` in the JSON is the input's file name; ``frame`` its index.
-    Returns the written paths.
+    ``file_name`` in the JSON is the input's file name; ``frame`` its index; each image
+    entry carries ``state`` (``cells``, ``no_cells`` or ``blank``), also counted into
+    ``states`` when given. Returns the written paths.
     """
     import imageio.v3 as iio
     import tifffile
@@ -55,6 +57,8 @@ def segment_files(segmenter, input_path, out_dir, *, plane: int | None = None, c
                     tiles.append(draw_instances(view[inst.frame], inst, thickness=2))
                 if progress is not None:
                     progress(k + 1, n)
+                if states is not None:
+                    states[inst.meta["state"]] = states.get(inst.meta["state"], 0) + 1
                 yield inst
 
     # all three files are renamed into place only once every frame is done; one run at a time

@@ -41,6 +41,9 @@ __all__ = [
 ]
 
 FORMAT = "coco-amodal"
+# an image's optional ``state``: it has cells; none were found; the frame has no contrast at
+# all; or (synthetic ground truth) the embryo is compacted or the dish empty
+FRAME_STATES = ("cells", "no_cells", "blank", "compacted", "empty")
 
 
 class AmodalFormatError(ValueError):
@@ -75,6 +78,8 @@ def coco_dict(
     for img_id, f in enumerate(frames, start=1):
         h, w = f.shape
         image = {"id": img_id, "file_name": f.file_name, "frame": int(f.frame), "height": h, "width": w}
+        if f.meta.get("state") in FRAME_STATES:  # what a frame without cells is: blank, empty...
+            image["state"] = f.meta["state"]
         if images_extra:
             image.update(images_extra.get((f.file_name, int(f.frame)), {}))
         images.append(image)
