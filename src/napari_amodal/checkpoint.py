@@ -25,14 +25,6 @@ class CheckpointError(ValueError):
     """A file that is not a napari-amodal checkpoint, or one from a newer version."""
 
 
-def _atomic_replace(path: Path, write) -> None:
-    """``write(tmp)`` a file, then put it at ``path`` atomically."""
-    from .atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        write(str(tmp))
-
-
 def save_checkpoint(path, tensors: Mapping[str, Any], config: Mapping, extra: Mapping | None = None) -> Path:
     """Save ``tensors`` (a state_dict) with ``config`` to ``path`` (``.safetensors``).
 
@@ -52,12 +44,12 @@ def save_checkpoint(path, tensors: Mapping[str, Any], config: Mapping, extra: Ma
         "config": json.dumps(dict(config), sort_keys=True),
         "extra": json.dumps(dict(extra or {}), sort_keys=True, default=str),
     }
-    _atomic_replace(path, lambda tmp: save_file(flat, tmp, metadata=meta))
+    from .atomic import atomic_path, atomic_write_text
+
+    with atomic_path(path) as tmp:
+        save_file(flat, str(tmp), metadata=meta)
     sidecar = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": dict(config), "extra": dict(extra or {})}
-    _atomic_replace(
-        path.with_suffix(".json"),
-        lambda tmp: Path(tmp).write_text(json.dumps(sidecar, indent=2, sort_keys=True, default=str)),
-    )
+    atomic_write_text(path.with_suffix(".json"), json.dumps(sidecar, indent=2, sort_keys=True, default=str))
     return path
 
 

@@ -118,24 +118,20 @@ def cmd_synth_embryo(args) -> int:
     from .data.embryo import write_embryo_dataset
 
     progress = _Progress("embryo frames", args.quiet)
-    if args.family == "volume":
-        from .data.embryo_volume import write_volume_dataset
-
-        path = write_volume_dataset(args.out, n_sequences=args.sequences, n_frames=args.frames, seed=args.seed,
-                                    size=args.size, n_planes=args.planes, start_cells=args.start_cells,
-                                    end_cells=args.end_cells, progress=progress)
-        progress.close()
-        print(f"annotations: {path}")
-        return 0
-    path = write_embryo_dataset(
+    if args.family == "volume":  # its sizes and stages are drawn per sequence unless given
+        from .data.embryo_volume import write_volume_dataset as write
+    else:
+        write = write_embryo_dataset
+        args.size, args.start_cells, args.end_cells = args.size or 500, args.start_cells or 1, args.end_cells or 8
+    path = write(
         args.out,
         n_sequences=args.sequences,
         n_frames=args.frames,
         seed=args.seed,
-        size=args.size or 500,
+        size=args.size,
         n_planes=args.planes,
-        start_cells=args.start_cells or 1,
-        end_cells=args.end_cells or 8,
+        start_cells=args.start_cells,
+        end_cells=args.end_cells,
         progress=progress,
     )
     progress.close()
@@ -518,9 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except BaseException as e:  # noqa: BLE001  (every failure becomes one line; -v adds the traceback)
-        if isinstance(e, SystemExit):
-            raise
+    except Exception as e:  # noqa: BLE001  (every failure becomes one line; -v adds the traceback)
         code, message = describe_failure(e)
         if args.verbose:
             import traceback

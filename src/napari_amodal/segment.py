@@ -79,8 +79,7 @@ def frame_state(image, n_cells: int) -> str:
     ``image``: the model's input (3, H, W) in [0, 1] (tensor or array)."""
     if n_cells:
         return "cells"
-    spread = float(image[0].std()) if hasattr(image, "std") else float(np.std(image[0]))
-    return "blank" if spread < BLANK_STD else "no_cells"
+    return "blank" if float(image[0].std()) < BLANK_STD else "no_cells"
 
 
 def outputs_to_instances(
