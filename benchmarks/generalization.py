@@ -36,13 +36,14 @@ VAL_SEED = {"hoffman": 3000, "volume": 3100}
 HOFFMAN_STARTS = (1, 2, 3, 4, 1, 2, 5, 6)  # held-out hoffman time-lapses start here and end at 8 cells
 
 
-def heldout(family: str, sequences: int, frames: int):
-    """Yield ``(images (T, Y, X), ground-truth frames)`` per held-out time-lapse of ``family``."""
+def heldout(family: str, sequences: int, frames: int, seed: int | None = None):
+    """Yield ``(images (T, Y, X), ground-truth frames)`` per held-out time-lapse of ``family``
+    (``seed``: another set, e.g. ``VAL_SEED[family]`` to choose settings on)."""
     from napari_amodal.data.embryo import render_sequence
     from napari_amodal.data.embryo_volume import _stage_range, render_volume_sequence
 
     for i in range(sequences):
-        ss = np.random.SeedSequence([HELDOUT_SEED[family], i])
+        ss = np.random.SeedSequence([HELDOUT_SEED[family] if seed is None else seed, i])
         name = f"{family}_{i:03d}.tif"
         if family == "hoffman":
             images, gt = render_sequence(ss, n_frames=frames, size=500, start_cells=HOFFMAN_STARTS[i % 8],

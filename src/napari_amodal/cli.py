@@ -303,13 +303,16 @@ def cmd_segment(args) -> int:
         bar = _Progress(Path(inp).name, args.quiet)
         states: dict = {}
         written = segment_files(segmenter, inp, args.out, plane=args.plane, channel=args.channel, progress=bar,
-                                states=states)
+                                states=states, temporal=not args.per_frame)
         bar.close()
         print("  ".join(str(p) for p in written))
         empty = states.get("no_cells", 0) + states.get("blank", 0)
         if empty:  # reported, not filled with invented cells
             print(f"{Path(inp).name}: {empty} frame(s) without cells ({states.get('blank', 0)} blank: no contrast; "
                   "the rest empty, compacted or out of focus); their 'state' is in the JSON", file=sys.stderr)
+        if states.get("inferred"):
+            print(f"{Path(inp).name}: {states['inferred']} cell(s) not detected in their frame but seen before and "
+                  "after were carried over ('inferred': true in the JSON)", file=sys.stderr)
     return 0
 
 
@@ -477,6 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--channel", type=int, help="channel for multi-channel (C) stacks (default: the first)")
     sg.add_argument("--score-threshold", type=float, default=0.5)
     sg.add_argument("--batch-size", type=int, help="frames per forward pass (default 4 on GPU, 1 on CPU)")
+    sg.add_argument("--per-frame", action="store_true",
+                    help="segment each frame on its own (default: decode the time-lapse as a whole: counts that "
+                         "respect the lineage, missed cells carried over, one-frame spurious cells dropped)")
     sg.set_defaults(func=cmd_segment)
 
     me = sub.add_parser("measure", help="cell counts, cleavage times t2..t8, sizes and size evenness as CSV")

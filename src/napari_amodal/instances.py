@@ -24,6 +24,9 @@ Conventions (all arrays are numpy):
   behind another one.
 - ``occlusion``: optional ``(H, W) float32`` in ``[0, 1]``, the probability that
   a pixel is covered by two or more cells (predicted), or the exact 0/1 map.
+- ``inferred``: optional ``(N,) bool``, True for a cell the detector did not see in
+  this frame but the time-lapse implies (carried from a neighbouring frame by
+  :mod:`napari_amodal.temporal`).
 
 Polygons are ``(K, 2) float`` arrays of ``(row, col)`` vertices (napari's Shapes
 convention), closed implicitly.
@@ -79,6 +82,7 @@ class FrameInstances:
     file_name: str = ""
     frame: int = 0
     meta: dict = field(default_factory=dict)
+    inferred: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.masks)
@@ -93,6 +97,8 @@ class FrameInstances:
             raise ValueError(f"visible {self.visible.shape} does not match masks {self.masks.shape}")
         if self.occlusion is not None and self.occlusion.shape != self.shape:
             raise ValueError(f"occlusion {self.occlusion.shape} does not match frame {self.shape}")
+        if self.inferred is not None and self.inferred.shape != (n,):
+            raise ValueError(f"inferred has shape {self.inferred.shape} for {n} masks")
 
     # -- construction -------------------------------------------------------
     @classmethod
@@ -110,6 +116,7 @@ class FrameInstances:
         file_name: str = "",
         frame: int = 0,
         meta: dict | None = None,
+        inferred=None,
     ) -> "FrameInstances":
         """Instances from ``(N, H, W)`` masks; boxes are computed, the rest defaults.
 
@@ -142,6 +149,7 @@ class FrameInstances:
             file_name=file_name,
             frame=int(frame),
             meta=dict(meta or {}),
+            inferred=None if inferred is None else col("inferred", inferred, bool, False),
         )
 
     @classmethod
@@ -178,6 +186,7 @@ class FrameInstances:
             parent_ids=self.parent_ids[keep],
             visible=None if self.visible is None else self.visible[keep],
             meta=dict(self.meta),
+            inferred=None if self.inferred is None else self.inferred[keep],
         )
 
     def occlusion_map(self) -> np.ndarray:
@@ -343,6 +352,24 @@ def mask_intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a.reshape(len(a), -1 if len(a) else int(np.prod(a.shape[1:]))).astype(np.float32)
     b = b.reshape(len(b), -1 if len(b) else int(np.prod(b.shape[1:]))).astype(np.float32)
     return a @ b.T
+
+
+def instance_overlaps(a: "FrameInstances", b: "FrameInstances") -> tuple[np.ndarray, np.ndarray]:
+    """Pairwise amodal IoU and intersection (pixels) of the cells of two frames -> two (N, M)
+    float64 arrays. The same figures as :func:`mask_iou` / :func:`mask_intersection`, but
+    only pixels inside both boxes are read: a few ms for 1024 x 1024 frames, not 100."""
+    inter = np.zeros((len(a), len(b)))
+    ba, bb = np.round(a.boxes).astype(np.int64), np.round(b.boxes).astype(np.int64)
+    for i in range(len(a)):
+        x1, y1 = np.maximum(ba[i, 0], bb[:, 0]), np.maximum(ba[i, 1], bb[:, 1])
+        x2, y2 = np.minimum(ba[i, 2], bb[:, 2]), np.minimum(ba[i, 3], bb[:, 3])
+        for j in np.flatnonzero((x2 > x1) & (y2 > y1)):
+            sl = (slice(y1[j], y2[j]), slice(x1[j], x2[j]))
+            inter[i, j] = np.count_nonzero(a.masks[i][sl] & b.masks[j][sl])
+    area_a = np.array([np.count_nonzero(m[y1:y2, x1:x2]) for m, (x1, y1, x2, y2) in zip(a.masks, ba)], np.float64)
+    area_b = np.array([np.count_nonzero(m[y1:y2, x1:x2]) for m, (x1, y1, x2, y2) in zip(b.masks, bb)], np.float64)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 0.0), inter
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

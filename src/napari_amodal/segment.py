@@ -76,10 +76,11 @@ def frame_state(image, n_cells: int) -> str:
     """What a segmented frame is, for the file and the summary: ``cells``,
     ``no_cells`` (nothing found: an empty dish, a compacted embryo, out of focus)
     or ``blank`` (no contrast at all: lamp off, saturated, a dropped frame).
-    ``image``: the model's input (3, H, W) in [0, 1] (tensor or array)."""
-    if n_cells:
-        return "cells"
-    return "blank" if float(image[0].std()) < BLANK_STD else "no_cells"
+    ``image``: the model's input (3, H, W) in [0, 1] (tensor or array). A frame
+    without contrast is blank whatever the model found in it."""
+    if float(image[0].std()) < BLANK_STD:
+        return "blank"
+    return "cells" if n_cells else "no_cells"
 
 
 def outputs_to_instances(
@@ -164,6 +165,7 @@ class Segmenter:
         file_name: str = "",
         track: bool = True,
         tracker=None,
+        temporal: bool = True,
     ) -> Iterator[FrameInstances]:
         """Segment frames one batch at a time, yielding one FrameInstances per frame.
 
@@ -172,14 +174,23 @@ class Segmenter:
         ``track``, consecutive frames are linked (:class:`~napari_amodal.track.Tracker`):
         cells get track ids that persist over time and parent ids at divisions;
         ``tracker`` continues an existing one (see :meth:`Tracker.continue_from`).
+        With ``temporal`` (and ``track``), the frames are decoded as one time-lapse
+        (:mod:`napari_amodal.temporal`): counts that respect the lineage, a missed cell
+        carried from the frame before (``inferred``), a one-frame spurious one dropped;
+        each frame then comes a few frames later. Without it, each frame keeps the cells
+        scored >= ``score_threshold``.
         """
         import torch
 
         from .normalize import to_model_input
+        from .temporal import TemporalDecoder
         from .track import Tracker
         from .utils import flush_denormals
 
         tracker = (tracker or Tracker()) if track else None
+        decoder = TemporalDecoder(tracker=tracker, threshold=self.score_threshold) if track and temporal else None
+        # the decoder weighs every detection the model gives; its own cut-off stays 0.05
+        threshold = min(self.score_threshold, 0.05) if decoder is not None else self.score_threshold
 
         view, _ = frames_view(stack, axes, plane, channel)
         indices = list(range(len(view))) if frames is None else [int(t) for t in frames]
@@ -193,11 +204,18 @@ class Segmenter:
                 outputs = self.model(images)
             for t, out, img in zip(batch, outputs, images):
                 inst = outputs_to_instances(
-                    out, tuple(img.shape[-2:]), score_threshold=self.score_threshold,
+                    out, tuple(img.shape[-2:]), score_threshold=threshold,
                     mask_threshold=self.mask_threshold, file_name=file_name, frame=t,
                 )
                 inst.meta["state"] = frame_state(img, len(inst))
-                yield tracker.update(inst) if tracker is not None else inst
+                if inst.meta["state"] == "blank" and len(inst):  # anything found there is invented
+                    inst = inst.select(np.zeros(len(inst), bool))
+                if decoder is not None:
+                    yield from decoder.push(inst)
+                else:
+                    yield tracker.update(inst) if tracker is not None else inst
+        if decoder is not None:
+            yield from decoder.flush()
 
     def segment(self, stack: np.ndarray, **kwargs) -> Generator[Progress, None, list[FrameInstances]]:
         """Generator: yields ``(done, total)`` per frame, returns the frames' instances.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .instances import FrameInstances, mask_intersection, mask_iou
+from .instances import FrameInstances, instance_overlaps
 
 
 class Tracker:
@@ -51,7 +51,7 @@ class Tracker:
         parents = np.full(n, -1, np.int64)
         prev = self.prev if self.prev is not None and inst.frame == self.prev.frame + 1 else None
         if prev is not None and n and len(prev):
-            iou = mask_iou(inst.masks, prev.masks)
+            iou, inter = instance_overlaps(inst, prev)
             rows, cols = linear_sum_assignment(-iou)
             for r, c in zip(rows, cols):
                 if iou[r, c] >= self.min_iou:
@@ -60,7 +60,6 @@ class Tracker:
             # an unmatched cell lying mostly inside a previous cell is a daughter of it;
             # at a division both daughters start new tracks (the mother's track ends)
             area = inst.masks.sum((1, 2)).astype(np.float64)
-            inter = mask_intersection(inst.masks, prev.masks)
             match_of = {int(c): int(r) for r, c in zip(rows, cols) if iou[r, c] >= self.min_iou}
             for r in np.flatnonzero(ids < 0):
                 c = int(np.argmax(inter[r]))

@@ -17,14 +17,16 @@ import numpy as np
 
 def segment_files(segmenter, input_path, out_dir, *, plane: int | None = None, channel: int | None = None,
                   progress: Callable[[int, int], None] | None = None, overlay_frames: int = 12,
-                  states: dict | None = None) -> list[Path]:
+                  states: dict | None = None, temporal: bool = True) -> list[Path]:
     """Segment one image file and write ``<stem>.json``, ``<stem>_occlusion.tif``
     (uint8, 255 = probability 1, one page per frame) and ``<stem>_overlay.png``
     (up to ``overlay_frames`` frames with every cell's complete outline).
 
     ``file_name`` in the JSON is the input's file name; ``frame`` its index; each image
     entry carries ``state`` (``cells``, ``no_cells`` or ``blank``), also counted into
-    ``states`` when given. Returns the written paths.
+    ``states`` when given (and ``inferred``: cells carried by the temporal decoder).
+    ``temporal``: decode the frames as one time-lapse (see ``Segmenter.iter_frames``).
+    Returns the written paths.
     """
     import imageio.v3 as iio
     import tifffile
@@ -49,7 +51,7 @@ def segment_files(segmenter, input_path, out_dir, *, plane: int | None = None, c
     def frames(occ_tmp):
         with tifffile.TiffWriter(occ_tmp) as tif:
             for k, inst in enumerate(segmenter.iter_frames(data, axes=axes, plane=plane, channel=channel,
-                                                           file_name=input_path.name)):
+                                                           file_name=input_path.name, temporal=temporal)):
                 occ = inst.occlusion if inst.occlusion is not None else inst.occlusion_map()
                 # no per-page metadata: readers see one (T, Y, X) series
                 tif.write((np.clip(occ, 0, 1) * 255).round().astype(np.uint8), compression="zlib", metadata=None)
@@ -59,6 +61,8 @@ def segment_files(segmenter, input_path, out_dir, *, plane: int | None = None, c
                     progress(k + 1, n)
                 if states is not None:
                     states[inst.meta["state"]] = states.get(inst.meta["state"], 0) + 1
+                    if inst.inferred is not None:
+                        states["inferred"] = states.get("inferred", 0) + int(inst.inferred.sum())
                 yield inst
 
     # all three files are renamed into place only once every frame is done; one run at a time

@@ -14,6 +14,7 @@ CATS = [{"id": 1, "name": "blastomere"}]
 def test_round_trip_keeps_every_field(tmp_path, two_cells):
     two_cells.visible = two_cells.masks & ~np.roll(two_cells.masks, 1, axis=0)
     two_cells.parent_ids = np.array([-1, 1, -1])
+    two_cells.inferred = np.array([False, True, False])
     other = FrameInstances.empty(two_cells.shape, file_name="a.tif", frame=4)
     path = tmp_path / "pred.json"
     write_coco(path, [two_cells, other], CATS)
@@ -33,6 +34,8 @@ def test_round_trip_keeps_every_field(tmp_path, two_cells):
     np.testing.assert_allclose(back.scores, two_cells.scores)
     np.testing.assert_array_equal(back.track_ids, two_cells.track_ids)
     np.testing.assert_array_equal(back.parent_ids, two_cells.parent_ids)
+    np.testing.assert_array_equal(back.inferred, [False, True, False])
+    assert ["inferred" in a for a in d["annotations"]] == [False, True, False]
     assert (back.file_name, back.frame) == ("a.tif", 3)
     assert len(frames[1]) == 0 and frames[1].shape == two_cells.shape
 
@@ -84,6 +87,7 @@ def _write(tmp_path, obj):
         ({"images": [{"id": 1, "file_name": "a", "height": 5, "width": 5}], "annotations": [{"image_id": 1, "category_id": 1}]}, "annotations[0].segmentation"),
         ({"images": [{"id": 1, "file_name": "a", "height": 5, "width": 5}], "annotations": [{"image_id": 1, "category_id": 1, "segmentation": {"size": [6, 6], "counts": "abc"}}]}, "annotations[0].segmentation"),
         ({"images": [{"id": 1, "file_name": "a", "height": 5, "width": 5}], "annotations": [{"image_id": 1, "category_id": "x", "segmentation": []}]}, "annotations[0].category_id"),
+        ({"images": [{"id": 1, "file_name": "a", "height": 5, "width": 5}], "annotations": [{"image_id": 1, "category_id": 1, "segmentation": [], "inferred": "yes"}]}, "annotations[0].inferred"),
     ],
 )
 def test_bad_files_name_file_and_field(tmp_path, obj, field):

@@ -9,6 +9,8 @@ The contract other tools rely on::
                    bbox [x, y, w, h], area (amodal, pixels), iscrowd: 0,
                    score                 predictions only,
                    track_id, parent_track_id (optional, -1 none),
+                   inferred              optional true: carried from a neighbouring
+                                         frame by the temporal decoder, not detected,
                    visible_segmentation  optional RLE}]
     categories:  [{id, name}]
 
@@ -101,6 +103,8 @@ def coco_dict(
                 "parent_track_id": int(f.parent_ids[i]),
             }
             ann["score"] = float(f.scores[i])
+            if f.inferred is not None and f.inferred[i]:
+                ann["inferred"] = True  # carried from a neighbouring frame, not detected here
             if vis is not None:
                 ann["visible_segmentation"] = vis[i]
             annotations.append(ann)
@@ -259,6 +263,8 @@ class FrameRecord:
             file_name=self.file_name,
             frame=self.frame,
             meta=dict(self.meta),
+            inferred=[e.get("inferred", False) for e in self.entries]
+            if any(e.get("inferred") for e in self.entries) else None,
         )
 
 
@@ -300,6 +306,10 @@ def _read_coco_dict(d: dict, path) -> tuple[list[FrameInstances], list[dict]]:
             "track_id": _int(a.get("track_id", -1), path, f"{where}.track_id"),
             "parent_track_id": _int(a.get("parent_track_id", -1), path, f"{where}.parent_track_id"),
         }
+        if "inferred" in a:
+            if not isinstance(a["inferred"], bool):
+                raise AmodalFormatError(path, f"{where}.inferred", f"must be true or false, got {a['inferred']!r}")
+            entry["inferred"] = a["inferred"]
         if "score" in a:
             try:
                 entry["score"] = float(a["score"])

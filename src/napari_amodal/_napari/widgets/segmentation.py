@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -109,6 +110,10 @@ class SegmentationWidget(QWidget):
         self.threshold.setRange(0.0, 1.0)
         self.threshold.setSingleStep(0.05)
         self.threshold.setValue(0.5)
+        self.temporal = QCheckBox("Decode over time")
+        self.temporal.setChecked(True)
+        self.temporal.setToolTip("counts that respect the lineage: a cell missed in one frame is carried over "
+                                 "(inferred), one seen in a single frame dropped; off: each frame on its own")
         self.plane = QSpinBox()
         self.plane.setToolTip("focal plane for (T, Z, Y, X) images")
         self.scope = QComboBox()
@@ -137,6 +142,7 @@ class SegmentationWidget(QWidget):
         form.addRow("Model file", path_row)
         form.addRow("Device", self.device)
         form.addRow("Score threshold", self.threshold)
+        form.addRow("", self.temporal)
         form.addRow("Focal plane", self.plane)
         form.addRow("Frames", self.scope)
         form.addRow("Range", range_row)
@@ -239,6 +245,7 @@ class SegmentationWidget(QWidget):
             "model": model,
             "device": self.device.currentText() or "auto",
             "score_threshold": float(self.threshold.value()),
+            "temporal": bool(self.temporal.isChecked()),
             "stack": layer.data,
             "axes": axes,
             "plane": int(self.plane.value()) if "Z" in axes else None,
