@@ -9,7 +9,7 @@ import pytest
 from napari_amodal.cli import main
 from napari_amodal.data.coco import write_coco
 from napari_amodal.instances import FrameInstances
-from napari_amodal.measure import cell_rows, cleavage_times, measure, write_measurements
+from napari_amodal.measure import cell_rows, cleavage_times, measure, morphokinetics, write_measurements
 
 CATS = [{"id": 1, "name": "cell"}]
 
@@ -61,6 +61,39 @@ def test_cleavage_times_first_frames_held_and_jumps():
         cleavage_times([2], [0, 1])
     with pytest.raises(ValueError):
         cleavage_times([2], [0], persist=0)
+
+
+def _kinetics(counts, times, unit="h", cv=None, persist=1):
+    rows = cleavage_times(counts, times, persist=persist)
+    return morphokinetics(counts, times, rows, cv or [None] * len(counts), unit, persist=persist)
+
+
+def test_morphokinetics_intervals_synchrony_and_flags():
+    # hours after insemination: t2 = 26, t3 = 37, t4 = 38, t5 = 50, t8 = 53
+    counts = [1, 1, 2, 2, 3, 4, 4, 5, 6, 7, 8]
+    times = [20.0, 24.0, 26.0, 30.0, 37.0, 38.0, 45.0, 50.0, 51.0, 52.0, 53.0]
+    cv = [None, None, 0.1, 0.3, 0.2, 0.05, 0.15, 0.2, 0.2, 0.2, 0.4]
+    k = _kinetics(counts, times, cv=cv)
+    assert (k["t2"], k["t3"], k["t4"], k["t5"], k["t8"]) == (26.0, 37.0, 38.0, 50.0, 53.0)
+    assert (k["cc2"], k["s2"], k["s3"]) == (11.0, 1.0, 3.0)
+    assert k["direct_cleavage"] is False and k["reverse_cleavage"] is False and k["reverse_frame"] is None
+    assert k["evenness_2"] == pytest.approx(0.2) and k["evenness_4"] == pytest.approx(0.1)
+    assert k["evenness_8"] == pytest.approx(0.4)
+    # one cell into three: t3 - t2 under 5 h
+    direct = _kinetics([1, 2, 3, 3], [20.0, 26.0, 29.0, 33.0])
+    assert direct["cc2"] == 3.0 and direct["direct_cleavage"] is True
+    # frame indices: only 1 -> 3 within one frame is direct; 2 -> 4 in one frame is synchronous
+    assert _kinetics([1, 1, 3, 3], [0, 1, 2, 3], unit="frame")["direct_cleavage"] is True
+    assert _kinetics([1, 2, 4, 4], [0, 1, 2, 3], unit="frame")["direct_cleavage"] is False
+    assert _kinetics([2, 3, 3], [0, 1, 2], unit="frame")["direct_cleavage"] is False  # starts at 2 cells
+    # reverse cleavage: 4 cells fall back to 3 and stay (persist 2); one frame of 3 is not enough
+    rev = _kinetics([2, 4, 4, 3, 3, 3], list(range(6)), unit="frame", persist=2)
+    assert rev["reverse_cleavage"] is True and rev["reverse_frame"] == 3
+    assert _kinetics([2, 4, 3, 4, 4], list(range(5)), unit="frame", persist=2)["reverse_cleavage"] is False
+    assert _kinetics([2, 4, 0, 0, 4], list(range(5)), unit="frame", persist=2)["reverse_cleavage"] is False  # blank
+    assert _kinetics([2, 3, 4], [0.0, 1.0, 2.0])["cc2"] is None  # t2 only bounded: at or before frame 0
+    short = _kinetics([1, 2, 2], [0.0, 1.0, 2.0])
+    assert short["t3"] is None and short["cc2"] is None and short["s3"] is None and short["direct_cleavage"] is False
 
 
 def test_measure_groups_time_lapses_and_frame_table():
@@ -143,7 +176,8 @@ def test_write_measurements_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         write_measurements(measure([squares((0, 0, 5), file_name="a.tif")]), tmp_path, "a")
     assert paths[0].read_text() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_cells.csv", "a_cleavage.csv", "a_frames.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_cells.csv", "a_cleavage.csv", "a_frames.csv",
+                                                          "a_morphokinetics.csv"]
 
 
 def test_cli_measure_writes_csv_tables(tmp_path, capsys):
@@ -164,6 +198,12 @@ def test_cli_measure_writes_csv_tables(tmp_path, capsys):
     cleavage = {int(r["cells"]): r for r in csv.DictReader(open(tmp_path / "m" / "pred_cleavage.csv"))}
     assert float(cleavage[4]["time"]) == 0.5 and cleavage[5]["time"] == "" and cleavage[5]["note"] == "not reached"
     assert cleavage[4]["previous_frame"] == "1"
+    (kin,) = csv.DictReader(open(tmp_path / "m" / "pred_morphokinetics.csv"))
+    # 15 min a frame: t2 at or before frame 0 (so no cc2), t3 0.25 h, t4 0.5 h: s2 = 0.25 h
+    assert (kin["t2"], kin["t3"], kin["t4"], kin["cc2"], kin["s2"], kin["s3"]) == ("0", "0.25", "0.5", "", "0.25", "")
+    assert kin["direct_cleavage"] == "False" and kin["reverse_cleavage"] == "False" and kin["time_unit"] == "h"
+    assert float(kin["evenness_2"]) == 0.0 and kin["evenness_8"] == ""
+    assert "s2=0.25 h" in out and "cc2" not in out
     rc = main(["-q", "measure", str(tmp_path / "pred.json"), "--out", str(tmp_path / "m"), "--minutes-per-frame", "60",
                "--start-hours", "40"])
     assert rc == 0

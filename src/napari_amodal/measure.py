@@ -7,7 +7,13 @@
   over the cells of the frame (population std; lower = more even; blastomeres
   should be equal at 2, 4 and 8 cells) and smallest / largest diameter.
 - Per time-lapse (one ``file_name``): cleavage times ``t2 ... t8``, the time at
-  which ``n`` cells are first seen.
+  which ``n`` cells are first seen, and the morphokinetic parameters of the
+  ESHRE time-lapse consensus derived from them: ``cc2 = t3 - t2`` (second cell
+  cycle), ``s2 = t4 - t3`` and ``s3 = t8 - t5`` (synchrony of the second and
+  third cycles), direct cleavage (one cell into three: ``t3 - t2 < 5 h``, or
+  1 -> 3 in one frame when times are frame indices), reverse cleavage (the count
+  falls below one already reached and stays there) and size evenness (median
+  ``area_cv``) at 2, 4 and 8 cells.
 
 Amodal masks are what make these right: the area of a partly hidden cell is its
 whole area, not the visible part.
@@ -27,14 +33,16 @@ import csv
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .instances import FrameInstances
 
-__all__ = ["Measurements", "cell_rows", "cleavage_times", "measure", "write_measurements"]
+__all__ = ["Measurements", "cell_rows", "cleavage_times", "measure", "morphokinetics", "write_measurements"]
+
+DIRECT_CLEAVAGE_HOURS = 5.0  # t3 - t2 below this: one cell divided into three (ESHRE consensus)
 
 
 def _number(value, what: str, where: str) -> float:
@@ -162,6 +170,69 @@ def cleavage_times(counts: Sequence[int], times: Sequence[float], max_cells: int
     return rows
 
 
+def _first_drop(counts: np.ndarray, reached: np.ndarray, persist: int) -> int | None:
+    """Position of the first frame from which the count stays below a count already
+    reached (``reached[t]``: the highest ``n`` whose ``t_n`` is at or before ``t``)
+    for ``persist`` frames, with cells still seen; None if the count never falls back."""
+    for t in range(1, len(counts) - persist + 1):
+        window = counts[t:t + persist]
+        if np.all(window < reached[t - 1]) and np.all(window > 0):
+            return t
+    return None
+
+
+def morphokinetics(counts: Sequence[int], times: Sequence[float], cleavage: Sequence[dict],
+                   area_cv: Sequence[float | None], time_unit: str, persist: int = 2) -> dict:
+    """The morphokinetic parameters of one time-lapse.
+
+    Args:
+        counts: cells per measured frame in time order (T,).
+        times: the frames' times (T,) in ``time_unit`` ("h" or "frame").
+        cleavage: the rows of :func:`cleavage_times` for these counts (``cells``, ``time``,
+            ``frame``: position in ``counts``), ``n`` from 2 up.
+        area_cv: size evenness of each frame (T,), None where undefined.
+        time_unit: "h" or "frame"; durations are in this unit.
+        persist: frames a fall in the count must hold to flag reverse cleavage.
+
+    Returns:
+        ``t2 ... t8`` (None where not reached, as in ``cleavage``), ``cc2``, ``s2``,
+        ``s3`` (None where a time is missing or its start is only known to be at or
+        before the first frame), ``direct_cleavage`` (bool),
+        ``reverse_cleavage`` (bool) with ``reverse_frame`` (position in ``counts`` of
+        the first frame of the fall, or None), ``evenness_2/4/8`` (median
+        ``area_cv`` over the frames with exactly that many cells, None if none) and
+        ``time_unit``.
+    """
+    t = {r["cells"]: r["time"] for r in cleavage}
+    at = {r["cells"]: r["frame"] for r in cleavage}
+    # a time "at or before the first frame" is only a bound: no interval starts from it
+    censored = {r["cells"] for r in cleavage if r["frame"] == 0}
+
+    def span(a: int, b: int) -> float | None:
+        return None if t.get(a) is None or t.get(b) is None or a in censored else t[b] - t[a]
+
+    c = np.asarray(counts, dtype=np.int64)
+    cc2 = span(2, 3)
+    if time_unit == "h":
+        direct = cc2 is not None and cc2 < DIRECT_CLEAVAGE_HOURS
+    else:  # frame indices: only what one frame shows, 1 cell before and 3 or more after
+        f3 = at.get(3)
+        direct = f3 is not None and f3 > 0 and at.get(2) == f3 and c[f3 - 1] == 1
+    reached = np.zeros(len(c), dtype=np.int64)
+    for n, f in at.items():
+        if f is not None:
+            reached[f:] = np.maximum(reached[f:], n)
+    drop = _first_drop(c, reached, persist) if len(c) else None
+    row = {f"t{n}": t.get(n) for n in range(2, 9)}
+    row.update(cc2=cc2, s2=span(3, 4), s3=span(5, 8), direct_cleavage=bool(direct),
+               reverse_cleavage=drop is not None, reverse_frame=drop)
+    for n in (2, 4, 8):
+        cvs = [cv for k, cv in zip(c, area_cv) if k == n and cv is not None]
+        row[f"evenness_{n}"] = float(np.median(cvs)) if cvs else None
+    row["time_unit"] = time_unit
+    return row
+
+
 @dataclass
 class Measurements:
     """The tables of :func:`measure`, as lists of dict rows (one key per column)."""
@@ -169,6 +240,7 @@ class Measurements:
     cells: list[dict]
     frames: list[dict]
     cleavage: list[dict]
+    morphokinetics: list[dict] = field(default_factory=list)
 
     def summary(self) -> str:
         """A few lines for a terminal: cells per frame and the cleavage times per time-lapse."""
@@ -183,7 +255,19 @@ class Measurements:
                 mark = "<=" if r["note"].startswith("at or before") else ("?=" if r["note"] else "=")
                 parts.append(f"t{r['cells']}{mark}{r['time']:g}{' h' if r['time_unit'] == 'h' else ''}")
             lines.append("  cleavage: " + (" ".join(parts) if parts else "none seen"))
+            for k in self.morphokinetics:
+                if k["file"] == name:
+                    lines.append("  " + _morpho_line(k))
         return "\n".join(lines)
+
+
+def _morpho_line(k: dict) -> str:
+    unit = " h" if k["time_unit"] == "h" else " frames"
+    spans = [f"{name}={k[name]:g}{unit}" for name in ("cc2", "s2", "s3") if k[name] is not None]
+    even = [f"{n} cells {k[f'evenness_{n}']:.2f}" for n in (2, 4, 8) if k[f"evenness_{n}"] is not None]
+    flags = [name.replace("_", " ") for name in ("direct_cleavage", "reverse_cleavage") if k[name]]
+    return "; ".join(filter(None, [" ".join(spans), ("size evenness (cv) " + ", ".join(even)) if even else "",
+                                   ", ".join(flags)])) or "morphokinetics: none measurable"
 
 
 def measure(frames, um_per_px: float | None = None, hours_per_frame: float | None = None,
@@ -214,7 +298,7 @@ def measure(frames, um_per_px: float | None = None, hours_per_frame: float | Non
     groups: dict[str, list] = {}
     for f in frames:
         groups.setdefault(f.file_name, []).append(f)
-    cells, frame_rows, cleavage = [], [], []
+    cells, frame_rows, cleavage, kinetics = [], [], [], []
     for name, group in groups.items():
         group = sorted(group, key=lambda f: f.frame)
         dup = sorted({a.frame for a, b in zip(group, group[1:]) if a.frame == b.frame})
@@ -244,11 +328,17 @@ def measure(frames, um_per_px: float | None = None, hours_per_frame: float | Non
                 "area_unit": unit + "2", "length_unit": unit,
             })
             counts.append(len(rows))
-        for r in cleavage_times(counts, times, max_cells=max_cells, persist=persist):
+        rows = cleavage_times(counts, times, max_cells=max(max_cells, 8), persist=persist)
+        k = morphokinetics(counts, times, rows, [r["area_cv"] for r in frame_rows[-len(group):]], time_unit,
+                           persist=persist)
+        if k["reverse_frame"] is not None:
+            k["reverse_frame"] = group[k["reverse_frame"]].frame
+        kinetics.append({"file": name, **k})
+        for r in rows[:max_cells - 1]:
             frame = group[r["frame"]].frame if r["frame"] is not None else None
             previous = group[r["previous_frame"]].frame if r["previous_frame"] is not None else None
             cleavage.append({"file": name, **r, "frame": frame, "previous_frame": previous, "time_unit": time_unit})
-    return Measurements(cells, frame_rows, cleavage)
+    return Measurements(cells, frame_rows, cleavage, kinetics)
 
 
 _COLUMNS = {
@@ -257,6 +347,9 @@ _COLUMNS = {
     "frames": ["file", "frame", "time", "time_unit", "cells", "mean_area", "area_cv", "min_diameter",
                "max_diameter", "area_unit", "length_unit"],
     "cleavage": ["file", "cells", "time", "time_unit", "frame", "previous_frame", "note"],
+    "morphokinetics": ["file", "time_unit", "t2", "t3", "t4", "t5", "t6", "t7", "t8", "cc2", "s2", "s3",
+                       "direct_cleavage", "reverse_cleavage", "reverse_frame", "evenness_2", "evenness_4",
+                       "evenness_8"],
 }
 
 
@@ -271,7 +364,8 @@ def _csv_text(rows: list[dict], columns: list[str]) -> str:
 
 
 def write_measurements(m: Measurements, out_dir, stem: str) -> list[Path]:
-    """Write ``STEM_cells.csv``, ``STEM_frames.csv`` and ``STEM_cleavage.csv`` into ``out_dir``.
+    """Write ``STEM_cells.csv``, ``STEM_frames.csv``, ``STEM_cleavage.csv`` and
+    ``STEM_morphokinetics.csv`` (one row per time-lapse) into ``out_dir``.
 
     Each file is written atomically (a failure leaves an earlier file intact).
     Empty cells in a row mean "not defined" (e.g. ``area_cv`` of a one-cell frame).
