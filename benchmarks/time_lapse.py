@@ -9,11 +9,14 @@ decodes the detections two ways:
 
 - ``frame``: each frame on its own (score >= 0.5), linked by the IoU tracker (before);
 - ``temporal``: :class:`napari_amodal.temporal.TemporalDecoder` (counts decoded over the
-  time-lapse, missing cells carried, spurious ones dropped), then the same tracker.
+  time-lapse, missing cells carried, spurious ones dropped), then the same tracker;
+- ``temporal+laptrack``: the same cells, linked by laptrack instead (centroid LAP with gap
+  closing and splitting: :func:`napari_amodal.track.link_laptrack`).
 
 Per family and decoder: per-frame count exact / within one, cleavage times t2 ... t8
 within one frame of the truth and the median error (frames), divisions' precision and
-recall, and the decoding time per frame. ``--cache DIR`` keeps the raw detections, so a
+recall, the Cell Tracking Challenge's TRA and DET (py-ctcmetrics, mean over time-lapses)
+and the decoding time per frame. ``--cache DIR`` keeps the raw detections, so a
 second run only decodes.
 """
 
@@ -52,7 +55,7 @@ def raw_detections(seg, images, gt, cache: Path | None):
 
 def decoders(threshold: float):
     from napari_amodal.temporal import decode_time_lapse
-    from napari_amodal.track import Tracker
+    from napari_amodal.track import Tracker, link_laptrack
 
     def frame(raw):
         tracker = Tracker()
@@ -61,7 +64,25 @@ def decoders(threshold: float):
     def temporal(raw):
         return list(decode_time_lapse(raw, tracker=Tracker()))
 
-    return {"frame": frame, "temporal": temporal}
+    def temporal_laptrack(raw):
+        return link_laptrack(temporal(raw))
+
+    return {"frame": frame, "temporal": temporal, "temporal+laptrack": temporal_laptrack}
+
+
+def ctc_scores(gt, pred) -> dict:
+    """The Cell Tracking Challenge's TRA and DET (py-ctcmetrics) of one time-lapse."""
+    import contextlib
+    import io
+    import tempfile
+
+    from ctc_metrics.scripts.evaluate import evaluate_sequence
+    from napari_amodal.data.ctc import write_ctc
+
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+        write_ctc(gt, Path(tmp) / "GT", kind="gt")
+        write_ctc(pred, Path(tmp) / "RES")
+        return evaluate_sequence(str(Path(tmp) / "RES"), str(Path(tmp) / "GT"), metrics=["TRA", "DET"], threads=1)
 
 
 def score_family(seg, family: str, args) -> dict:
@@ -69,7 +90,8 @@ def score_family(seg, family: str, args) -> dict:
 
     seed = VAL_SEED[family] if args.split == "val" else None
     cache = Path(args.cache) / args.split / family if args.cache else None
-    acc = {name: {"count": [], "cleavage": [], "missed": 0, "div": np.zeros(3), "seconds": 0.0, "frames": 0}
+    acc = {name: {"count": [], "cleavage": [], "missed": 0, "div": np.zeros(3), "seconds": 0.0, "frames": 0,
+                  "TRA": [], "DET": []}
            for name in decoders(args.score_threshold)}
     for images, gt in heldout(family, args.sequences, args.frames, seed=seed):
         raw = raw_detections(seg, images, gt, cache)
@@ -85,6 +107,10 @@ def score_family(seg, family: str, args) -> dict:
             a["missed"] += c["missed"]
             d = division_figures(gt, pred)
             a["div"] += [d["matched"], d["predicted_divisions"], d["true_divisions"]]
+            if not args.no_ctc:
+                ctc = ctc_scores(gt, pred)
+                a["TRA"].append(ctc["TRA"])
+                a["DET"].append(ctc["DET"])
     rows = {}
     for name, a in acc.items():
         err, cl = np.array(a["count"]), np.array(a["cleavage"])
@@ -95,6 +121,7 @@ def score_family(seg, family: str, args) -> dict:
             "cleavages": n_div, "cleavages_missed": a["missed"],
             "division_precision": a["div"][0] / max(a["div"][1], 1), "division_recall": a["div"][0] / max(a["div"][2], 1),
             "true_divisions": int(a["div"][2]), "ms_per_frame": 1000 * a["seconds"] / max(a["frames"], 1),
+            "TRA": float(np.mean(a["TRA"])) if a["TRA"] else None, "DET": float(np.mean(a["DET"])) if a["DET"] else None,
         }
     return rows
 
@@ -108,6 +135,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--families", nargs="*", choices=FAMILIES, default=list(FAMILIES))
     ap.add_argument("--score-threshold", type=float, default=0.5, help="the frame decoder's threshold")
     ap.add_argument("--cache", help="keep raw detections here and reuse them")
+    ap.add_argument("--no-ctc", action="store_true", help="skip the CTC measures (TRA, DET)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args(argv)
@@ -119,10 +147,11 @@ def main(argv=None) -> dict:
     for family in args.families:
         out[family] = score_family(seg, family, args)
         for name, r in out[family].items():
-            print(f"{family:8s} {name:9s} count exact {r['count_exact']:.3f} within 1 {r['count_within_1']:.3f} | "
+            ctc = f"TRA {r['TRA']:.3f} DET {r['DET']:.3f} | " if r["TRA"] is not None else ""
+            print(f"{family:8s} {name:17s} count exact {r['count_exact']:.3f} within 1 {r['count_within_1']:.3f} | "
                   f"cleavage within 1 frame {r['cleavage_within_1']:.3f} (median {r['cleavage_median_error']}, "
                   f"{r['cleavages_missed']}/{r['cleavages']} never) | divisions P {r['division_precision']:.3f} "
-                  f"R {r['division_recall']:.3f} of {r['true_divisions']} | {r['frames']} frames, "
+                  f"R {r['division_recall']:.3f} of {r['true_divisions']} | {ctc}{r['frames']} frames, "
                   f"decode {r['ms_per_frame']:.1f} ms/frame")
     print(f"machine: {platform.machine()} {platform.processor() or ''} ({os.cpu_count()} cores), {args.device}; "
           f"model {args.model}; {args.split} split, {args.sequences} x {args.frames} frames per family")

@@ -3,7 +3,7 @@ import numpy as np
 from napari_amodal.data.sample import EMBRYO_GT, sample_path
 from napari_amodal.data.coco import read_coco
 from napari_amodal.instances import FrameInstances
-from napari_amodal.track import link_tracks
+from napari_amodal.track import link_laptrack, link_tracks
 
 
 def _relabelled(gt):
@@ -27,6 +27,24 @@ def test_tracks_follow_cells_and_the_first_cleavages_on_the_sample():
     for f in fresh:
         assert len(set(f.track_ids.tolist())) == len(f)
     assert set(fresh[-1].track_ids) == set(fresh[-2].track_ids)
+
+
+def test_laptrack_linker_follows_the_sample_lineage_and_closes_gaps():
+    gt = sorted(read_coco(sample_path(EMBRYO_GT)), key=lambda f: f.frame)[:14]
+    fresh = [FrameInstances.from_masks(f.masks, shape=f.shape, frame=f.frame) for f in gt]
+    link_laptrack(fresh)
+    relabel = {}
+    for g, f in zip(gt, fresh):
+        for true_id, new_id in zip(g.track_ids, f.track_ids):
+            assert relabel.setdefault(int(true_id), int(new_id)) == int(new_id)
+        for true_parent, new_parent in zip(g.parent_ids, f.parent_ids):
+            assert new_parent == (relabel[int(true_parent)] if true_parent >= 0 else -1)
+    assert len(set(relabel.values())) == len(relabel) == 6
+    # a cell missed in one frame keeps its track across the gap (the Tracker starts a new one)
+    gap = [FrameInstances.from_masks(f.masks, shape=f.shape, frame=f.frame) for f in gt[:4]]
+    gap[2] = gap[2].select(np.arange(len(gap[2])) != 0)
+    link_laptrack(gap)
+    assert gap[3].track_ids[0] == gap[1].track_ids[0] and len(set(gap[3].track_ids.tolist())) == len(gap[3])
 
 
 def test_division_of_a_lone_cell():

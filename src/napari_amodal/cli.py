@@ -213,6 +213,7 @@ def cmd_train(args) -> int:
     settings = TrainSettings(
         iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device,
         val_every=args.val_every, checkpoint_every=args.checkpoint_every, num_workers=args.workers,
+        input_sizes=tuple(args.input_sizes or ()),
     )
     gen = train_detector(config, args.data, out, settings, val_sources=args.val, shape_model=shape_model,
                          init=args.init, resume=not args.restart)
@@ -337,6 +338,27 @@ def cmd_measure(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .data.coco import read_amodal
+    from .data.ctc import write_ctc
+
+    if args.score_threshold is not None and not 0.0 <= args.score_threshold <= 1.0:
+        raise ValueError(f"--score-threshold must be between 0 and 1, got {args.score_threshold}")
+    suffix = "_GT" if args.kind == "gt" else "_RES"
+    for inp in args.inputs:
+        records, _ = read_amodal(inp, lazy=True)
+        groups: dict[str, list] = {}
+        for r in records:
+            groups.setdefault(r.file_name, []).append(r)
+        for name, group in groups.items():
+            frames = [r.load() for r in group]
+            if args.score_threshold is not None:
+                frames = [f.select(f.scores >= args.score_threshold) for f in frames]
+            stem = Path(name).name.split(".")[0] if name else Path(inp).stem
+            print(write_ctc(frames, Path(args.out) / f"{stem}{suffix}", kind=args.kind))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -440,6 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", default="auto")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--restart", action="store_true", help="ignore OUT/last.safetensors and start afresh")
+    tr.add_argument("--input-sizes", type=int, nargs="+", metavar="PX",
+                    help="multi-scale training: resize each image to one of these long sides, at random "
+                         "(default: the config's size)")
     tr.set_defaults(func=cmd_train)
 
     ft = sub.add_parser("finetune", help="fine-tune a model on proofread frames (projects) or COCO-amodal files")
@@ -487,7 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     me = sub.add_parser("measure", help="cell counts, cleavage times t2..t8, sizes and size evenness as CSV")
     me.add_argument("inputs", type=Path, nargs="+", help="COCO-amodal JSON (segment's predictions or proofread annotations)")
-    me.add_argument("--out", type=Path, required=True, help="output folder: STEM_cells.csv, STEM_frames.csv, STEM_cleavage.csv")
+    me.add_argument("--out", type=Path, required=True,
+                    help="output folder: STEM_cells.csv, STEM_frames.csv, STEM_cleavage.csv, STEM_morphokinetics.csv")
     me.add_argument("--um-per-px", type=float, help="pixel size in µm (default: sizes in pixels)")
     me.add_argument("--minutes-per-frame", type=float, help="frame interval (default: times as frame indices)")
     me.add_argument("--start-hours", type=float, default=0.0,
@@ -496,6 +522,15 @@ def build_parser() -> argparse.ArgumentParser:
     me.add_argument("--persist", type=int, default=2,
                     help="frames a cell count must hold to set a cleavage time (default 2: one miscounted frame does not)")
     me.set_defaults(func=cmd_measure)
+
+    ex = sub.add_parser("export", help="tracks as Cell Tracking Challenge folders (label images + res_track.txt)")
+    ex.add_argument("inputs", type=Path, nargs="+", help="COCO-amodal JSON with track ids (segment's predictions)")
+    ex.add_argument("--out", type=Path, required=True,
+                    help="output folder: one STEM_RES (or STEM_GT) folder per time-lapse, replaced as a whole")
+    ex.add_argument("--kind", choices=("res", "gt"), default="res",
+                    help="res: maskTTT.tif + res_track.txt; gt: TRA/man_trackTTT.tif + TRA/man_track.txt")
+    ex.add_argument("--score-threshold", type=float, help="drop cells scored below it (default: keep all in the file)")
+    ex.set_defaults(func=cmd_export)
 
     de = sub.add_parser("demo", help="run the main job on the bundled sample data")
     de.add_argument("--out", type=Path, default=Path("napari-amodal-demo"), help="output folder")
