@@ -383,3 +383,33 @@ def test_resegmenting_a_range_keeps_the_ids_shown(segmented, qtbot, errors):
     assert set(feats.loc[feats["frame"] == 1, "cell_id"]) == shown[1]  # frame 1 untouched
     assert again and all(i in shown[1] or i > max(shown[1] | shown[2]) for i in again)
     assert again & shown[1]  # the same cells (same untrained model, same image) kept their ids
+
+
+def test_lineage_is_a_tracks_layer_with_its_division_graph(make_napari_viewer):
+    from napari_amodal.data.coco import read_coco
+    from napari_amodal.data.sample import EMBRYO_GT, sample_path
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-amodal", "embryo")
+    w = SegmentationWidget(viewer)
+    gt = sorted(read_coco(sample_path(EMBRYO_GT)), key=lambda f: f.frame)
+    w.add_results(viewer.layers[IMAGE], gt, {"axes": "TYX", "plane": None})
+    tracks = viewer.layers[_common.tracks_name(IMAGE)]
+    assert tracks._type_string == "tracks"
+    data = np.asarray(tracks.data)
+    assert len(data) == sum(len(f) for f in gt)
+    # every cell's centroid at its frame, under its track id
+    f = gt[5]
+    ys, xs = np.nonzero(f.masks[0])
+    row = data[(data[:, 0] == f.track_ids[0]) & (data[:, 1] == 5)]
+    assert row[0, 2:] == pytest.approx([ys.mean(), xs.mean()])
+    truth = {int(t): [int(p)] for g in gt for t, p in zip(g.track_ids, g.parent_ids) if p >= 0}
+    assert truth and {int(k): [int(p) for p in v] for k, v in tracks.graph.items()} == truth
+    # a re-run of frames 0-1 with other ids replaces those frames' points only
+    redo = [g.select(np.ones(len(g), bool)) for g in gt[:2]]
+    for g in redo:
+        g.track_ids = g.track_ids + 500
+    w.add_results(viewer.layers[IMAGE], redo, {"axes": "TYX", "plane": None})
+    data = np.asarray(viewer.layers[_common.tracks_name(IMAGE)].data)
+    assert set(data[data[:, 1] <= 1, 0]) == {float(t) for g in redo for t in g.track_ids}
+    assert len(data) == sum(len(f) for f in gt)

@@ -220,3 +220,39 @@ def occlusion_layer_data(frames: Sequence[FrameInstances], name: str = "occlusio
     if len(frames) == 1 and frames[0].frame == 0:
         maps = maps[0]
     return maps, {"name": name, **OCCLUSION_STYLE}, "image"
+
+
+def track_points(frame: FrameInstances) -> tuple[np.ndarray, dict[int, list[int]]]:
+    """The cells of one frame as napari Tracks rows, and their division links.
+
+    Returns:
+        ``rows`` (K, 4) float ``(track_id, t, row, col)``: the centroid of each cell that
+        has a track id (K <= N); ``graph`` ``{track_id: [parent track id]}`` for the cells
+        born in a division (napari's Tracks ``graph``, which napari-arboretum draws as a tree).
+    """
+    rows, graph = [], {}
+    for i in range(len(frame)):
+        tid = int(frame.track_ids[i])
+        if tid < 0:
+            continue
+        ys, xs = np.nonzero(frame.masks[i])
+        if not len(ys):
+            continue
+        rows.append((tid, frame.frame, ys.mean(), xs.mean()))
+        if frame.parent_ids[i] >= 0:
+            graph[tid] = [int(frame.parent_ids[i])]
+    return np.asarray(rows, np.float64).reshape(-1, 4), graph
+
+
+def tracks_layer_tuple(rows: np.ndarray, graph: dict[int, list[int]], name: str,
+                       plane: int | None = None) -> tuple[np.ndarray, dict, str]:
+    """A Tracks layer data tuple: ``rows`` (K, 4) ``(track_id, t, row, col)``, sorted by track
+    and time; with ``plane`` (T, Z, Y, X images) a Z column is added so the tracks lie in it."""
+    rows = rows[np.lexsort((rows[:, 1], rows[:, 0]))] if len(rows) else rows.reshape(0, 4)
+    if plane is not None:
+        rows = np.insert(rows, 2, float(plane), axis=1)
+    ids = {int(t) for t in rows[:, 0]}
+    graph = {k: v for k, v in graph.items() if k in ids and all(p in ids for p in v)}
+    kwargs = {"name": name, "graph": graph, "tail_length": 8, "tail_width": 3, "blending": "translucent",
+              "metadata": {META_KEY: {"kind": "amodal_tracks"}}}
+    return rows, kwargs, "tracks"

@@ -18,6 +18,7 @@ from ..layers import (
     META_KEY,
     cell_layer_data,
     cell_layer_to_frames,
+    track_points,
 )
 
 FILL_ALPHA = 0.12
@@ -39,6 +40,10 @@ def is_cell_layer(layer) -> bool:
 
 def cells_name(image_name: str) -> str:
     return f"{image_name} amodal cells"
+
+
+def tracks_name(image_name: str) -> str:
+    return f"{image_name} lineage"
 
 
 def occlusion_name(image_name: str) -> str:
@@ -123,6 +128,8 @@ class SegmentationResult:
         self._edge: list[np.ndarray] = []
         self._face: list[np.ndarray] = []
         self._kwargs: dict | None = None
+        self.track_rows: list[np.ndarray] = []  # per frame (K, 4) (track_id, t, row, col)
+        self.graph: dict[int, list[int]] = {}  # daughter track id -> [mother track id]
 
     @classmethod
     def from_frames(cls, frames, **kwargs) -> "SegmentationResult":
@@ -145,6 +152,9 @@ class SegmentationResult:
         self.frames.append(int(frame.frame))
         self.occlusion.append(frame.occlusion_map().astype(np.float16))
         self.n_cells += len(frame)
+        rows, graph = track_points(frame)
+        self.track_rows.append(rows)
+        self.graph.update(graph)
 
     def layer_tuple(self) -> tuple[list[np.ndarray], dict, str]:
         """The cell layer data tuple of all frames added (as :func:`cells_layer_tuple`)."""

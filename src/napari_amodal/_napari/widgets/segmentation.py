@@ -39,6 +39,7 @@ from ._common import (
     is_cell_layer,
     layer_plane,
     occlusion_name,
+    tracks_name,
     recolour,
     report_error,
     report_info,
@@ -345,6 +346,8 @@ class SegmentationWidget(QWidget):
         kwargs["metadata"][META_KEY]["reviewed"] = []
         self._update_cells(kwargs["name"], data, kwargs, set(result.frames), stacked)
         self._update_occlusion(image, result, axes, plane)
+        if stacked:
+            self._update_tracks(image, result, plane)
 
     def _update_cells(self, name, data, kwargs, done: set[int], stacked: bool) -> None:
         layer = self.viewer.layers[name] if name in self.viewer.layers else None
@@ -367,6 +370,26 @@ class SegmentationWidget(QWidget):
         layer.metadata = {**layer.metadata, META_KEY: {**kwargs["metadata"][META_KEY],
                                                        "reviewed": [t for t in reviewed if t not in done]}}
         recolour(layer)
+
+    def _update_tracks(self, image, result: SegmentationResult, plane) -> None:
+        """The lineage as a napari Tracks layer (centroids linked over time, divisions in its
+        graph): the run's frames replace those of an earlier run, the other frames stay."""
+        from ..layers import tracks_layer_tuple
+
+        name = tracks_name(image.name)
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        rows = [r for r in result.track_rows if len(r)]
+        graph = dict(result.graph)
+        if layer is not None and layer._type_string == "tracks":
+            old = np.asarray(layer.data)
+            old = old[:, [0, 1, -2, -1]]  # drop the Z column of a plane
+            rows.insert(0, old[~np.isin(old[:, 1], result.frames)])
+            graph = {**{int(k): [int(p) for p in v] for k, v in layer.graph.items()}, **graph}
+        data, kwargs, _ = tracks_layer_tuple(np.concatenate(rows) if rows else np.zeros((0, 4)), graph, name, plane)
+        if layer is not None:
+            self.viewer.layers.remove(layer)
+        if len(data):
+            self.viewer.add_tracks(data, **kwargs)
 
     def _update_occlusion(self, image, result: SegmentationResult, axes: str, plane) -> None:
         kwargs = dict(OCCLUSION_STYLE, name=occlusion_name(image.name))
