@@ -2,6 +2,8 @@
 
     # score models on held-out time-lapses of both families
     python benchmarks/generalization.py --models bundled runs/bundled7/model.safetensors
+    # choose between models on the validation seeds instead (never on held-out ones)
+    python benchmarks/generalization.py --split val --models bundled runs/bundled7/last.safetensors
     # the protocol: train one model per family from scratch, then score each on both families
     python benchmarks/generalization.py --train hoffman volume --iterations 1500 --out runs/xfam
 
@@ -64,7 +66,8 @@ def score(model: str, family: str, args) -> dict:
 
     seg = Segmenter.load(model, device=args.device, score_threshold=0.05)
     gts, preds, t0 = [], [], time.time()
-    for images, gt in heldout(family, args.sequences, args.frames):
+    seed = VAL_SEED[family] if args.split == "val" else None
+    for images, gt in heldout(family, args.sequences, args.frames, seed=seed):
         preds += seg(images, axes="TYX", file_name=gt[0].file_name)
         gts += gt
     ap = evaluate_frames(gts, preds)
@@ -116,6 +119,8 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--train-sequences", type=int, default=40)
     ap.add_argument("--sequences", type=int, default=8, help="held-out time-lapses per family")
     ap.add_argument("--frames", type=int, default=20)
+    ap.add_argument("--split", choices=("heldout", "val"), default="heldout",
+                    help="val: the validation seeds (3000 / 3100), to choose a model or setting on")
     ap.add_argument("--families", nargs="*", choices=FAMILIES, default=list(FAMILIES), help="held-out families")
     ap.add_argument("--score-threshold", type=float, default=0.5)
     ap.add_argument("--device", default="cpu")
@@ -131,7 +136,7 @@ def main(argv=None) -> list[dict]:
             rows.append(row)
             print_row(row)
     print(f"machine: {platform.machine()} {platform.processor() or ''} ({os.cpu_count()} cores), {args.device}; "
-          f"{args.sequences} x {args.frames} held-out frames per family, score threshold {args.score_threshold}")
+          f"{args.split} split, {args.sequences} x {args.frames} frames per family, score threshold {args.score_threshold}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return rows

@@ -197,3 +197,43 @@ def test_stacks_are_decoded_over_time_unless_per_frame():
     assert [int(f.inferred.sum()) for f in decoded] == [0, 0, 0, 1, 0, 0, 0, 0]
     assert {int(t) for f in decoded for t in f.track_ids} == {1, 2}  # the carried cell kept its track
     assert len({int(t) for f in plain for t in f.track_ids}) > 2
+
+
+class _SizedModel(torch.nn.Module):
+    """Stands in for the network with a resizing transform: one disk of radius ``r`` (px of
+    the frame) at the centre; records the input size each forward pass ran at."""
+
+    def __init__(self, r):
+        super().__init__()
+        self.r, self.sizes = r, []
+        self.transform = type("T", (), {"min_size": (224,), "max_size": 224})()
+
+    def forward(self, images):
+        from helpers import disk_mask
+
+        self.sizes.append(self.transform.max_size)
+        h, w = images[0].shape[-2:]
+        n = 1 if self.r else 0
+        masks = torch.from_numpy(disk_mask((h, w), (h // 2, w // 2), self.r or 1)).float()[None, None].repeat(n, 1, 1, 1)
+        return [{"boxes": torch.zeros(n, 4), "labels": torch.ones(n, dtype=torch.int64),
+                 "scores": torch.full((n,), 0.9), "masks": masks} for _ in images]
+
+
+@pytest.mark.parametrize("radius, size", [(40, 320), (100, 224), (10, 384), (0, 224)])
+def test_auto_input_size_brings_the_embryo_to_the_size_the_model_knows(radius, size):
+    from napari_amodal.segment import EMBRYO_PX
+
+    stack = np.random.default_rng(0).integers(0, 255, (6, 200, 200)).astype(np.uint8)
+    model = _SizedModel(radius)
+    seg = Segmenter(model, device="cpu", input_size="auto")
+    frames = seg(stack, temporal=False)
+    # 3 probe frames at the trained size, then the stack at the chosen one, then back
+    assert model.sizes == [224] * 3 + [size] * 6 and model.transform.max_size == 224
+    if radius == 40:  # a 80 px embryo in a 200 px frame is 90 px at 224: x 125 / 90 -> 312 -> 320
+        assert EMBRYO_PX == 125
+    assert len(frames) == 6
+    fixed = _SizedModel(40)
+    Segmenter(fixed, device="cpu", input_size=288)(stack[:2], temporal=False)
+    assert fixed.sizes == [288, 288]  # a fixed size: no probe
+    with pytest.raises(ValueError, match="input size"):
+        Segmenter(_SizedModel(40), device="cpu", input_size=8)

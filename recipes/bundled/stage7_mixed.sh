@@ -36,6 +36,7 @@ SEEDH=${SEEDH:-6400}
 SEEDH5=${SEEDH5:-7400}
 SEEDV=${SEEDV:-8000}
 SEEDV3=${SEEDV3:-8100}
+INPUT_SIZES=${INPUT_SIZES:-}  # e.g. "224 256 288 320 352 384": multi-scale training (stage 9)
 NA=${NAPARI_AMODAL:-napari-amodal}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} OMP_WAIT_POLICY=PASSIVE
 
@@ -71,5 +72,5 @@ if [ "$STEP" = all ] || [ "$STEP" = train ]; then
   $NA train --config recipes/bundled/config.json --data "$DATA"/[hv][0-9]_*/annotations.json \
     --val "$DATA/val_h/annotations.json" "$DATA/val_v/annotations.json" --out "$OUT" --init "$INIT" \
     --iterations "$ITERATIONS" --batch-size "$BATCH" --lr "$LR" --val-every "$VAL_EVERY" --checkpoint-every 50 \
-    --workers "$WORKERS" --device "$DEVICE" --seed "$SEED"
+    --workers "$WORKERS" --device "$DEVICE" --seed "$SEED" ${INPUT_SIZES:+--input-sizes $INPUT_SIZES}
 fi

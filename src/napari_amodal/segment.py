@@ -69,6 +69,21 @@ def _take_axis(stack, axes: str, name: str, index: int | None, label: str):
     return stack[(slice(None),) * k + (index,)], axes.replace(name, "")
 
 
+EMBRYO_PX = 125  # embryo width (px) at the model's input that the bundled model sees best (hoffman val median)
+PROBE_FRAMES = 3  # frames of a stack segmented at the trained size to measure its embryo
+MAX_UPSCALE = 1.72  # input sizes up to 1.72 x the trained one (224 -> 384)
+
+
+def embryo_extent(frames: Sequence[FrameInstances]) -> float | None:
+    """Median over ``frames`` of the side of the box around all their cells (px), None if no cells."""
+    sides = []
+    for f in frames:
+        if len(f):
+            b = f.boxes
+            sides.append(max(b[:, 2].max() - b[:, 0].min(), b[:, 3].max() - b[:, 1].min()))
+    return float(np.median(sides)) if sides else None
+
+
 BLANK_STD = 0.004  # below this spread of the normalised frame (1 grey level in 8 bits) nothing can be seen
 
 
@@ -129,10 +144,14 @@ class Segmenter:
         score_threshold: minimum detection score of a kept cell (0..1).
         mask_threshold: probability above which a pixel belongs to a mask.
         batch_size: frames per forward pass (default: 4 on GPU, 1 on CPU).
+        input_size: the long side (px) frames are resized to for the network: ``None`` the
+            trained size; ``"auto"`` per stack, from the trained size up to 1.72x of it, so
+            that the embryo (measured on a few frames at the trained size) is as large as
+            the model saw it best; or a number.
     """
 
     def __init__(self, model, device: str = "auto", score_threshold: float = 0.5, mask_threshold: float = 0.5,
-                 batch_size: int | None = None, config=None, name: str = ""):
+                 batch_size: int | None = None, config=None, name: str = "", input_size: int | str | None = None):
         from .models import pick_device
 
         self.device = pick_device(device)
@@ -143,6 +162,13 @@ class Segmenter:
         self.mask_threshold = float(mask_threshold)
         self.batch_size = batch_size or (4 if self.device.startswith("cuda") else 1)
         self.last_results: list[FrameInstances] = []
+        if not (input_size is None or input_size == "auto" or (isinstance(input_size, int) and input_size >= 32)):
+            raise ValueError(f"input size must be 'auto' or a number of pixels >= 32, got {input_size!r}")
+        self.input_size = input_size
+        transform = getattr(self.model, "transform", None)  # absent in models scripted for tests
+        self.trained_size = int(transform.max_size) if transform is not None else None
+        if input_size is not None and self.trained_size is None:
+            raise ValueError("this model does not resize its input: input_size must be None")
 
     @classmethod
     def load(cls, name_or_path="bundled", device: str = "auto", **kwargs) -> "Segmenter":
@@ -180,12 +206,8 @@ class Segmenter:
         each frame then comes a few frames later. Without it, each frame keeps the cells
         scored >= ``score_threshold``.
         """
-        import torch
-
-        from .normalize import to_model_input
         from .temporal import TemporalDecoder
         from .track import Tracker
-        from .utils import flush_denormals
 
         tracker = (tracker or Tracker()) if track else None
         decoder = TemporalDecoder(tracker=tracker, threshold=self.score_threshold) if track and temporal else None
@@ -197,6 +219,55 @@ class Segmenter:
         for t in indices:
             if not 0 <= t < len(view):
                 raise ValueError(f"frame {t} is outside 0..{len(view) - 1}")
+        size = self.stack_input_size(view, indices)
+        try:
+            self._set_input_size(size)
+            yield from self._iter_batches(view, indices, file_name, threshold, decoder, tracker)
+        finally:
+            self._set_input_size(self.trained_size)
+
+    def _set_input_size(self, size: int | None) -> None:
+        if size is None:
+            return
+        self.model.transform.min_size = (int(size),)
+        self.model.transform.max_size = int(size)
+
+    def stack_input_size(self, view, indices: Sequence[int]) -> int | None:
+        """The network input size for this stack (see ``input_size``): with "auto", a few
+        frames spread over ``indices`` are segmented at the trained size first."""
+        if self.input_size is None:
+            return self.trained_size
+        if self.input_size != "auto":
+            return int(self.input_size)
+        import torch
+
+        from .normalize import to_model_input
+        from .utils import flush_denormals
+
+        probe = [indices[int(i)] for i in np.linspace(0, len(indices) - 1, min(PROBE_FRAMES, len(indices)))]
+        self._set_input_size(self.trained_size)
+        found = []
+        for t in dict.fromkeys(probe):
+            image = np.asarray(view[t])
+            x = torch.from_numpy(to_model_input(image)).to(self.device)
+            with torch.inference_mode(), flush_denormals():
+                (out,) = self.model([x])
+            found.append(outputs_to_instances(out, tuple(x.shape[-2:]), score_threshold=0.5))
+        side = embryo_extent(found)
+        if side is None:
+            return self.trained_size
+        at_trained = side * self.trained_size / max(view.shape[1:3])  # the embryo at the trained size (px)
+        scale = float(np.clip(EMBRYO_PX / max(at_trained, 1.0), 1.0, MAX_UPSCALE))
+        size = int(round(self.trained_size * scale / 32) * 32)
+        log.debug("embryo %.0f px at %d: input size %d", at_trained, self.trained_size, size)
+        return size
+
+    def _iter_batches(self, view, indices, file_name, threshold, decoder, tracker) -> Iterator[FrameInstances]:
+        import torch
+
+        from .normalize import to_model_input
+        from .utils import flush_denormals
+
         for start in range(0, len(indices), self.batch_size):
             batch = indices[start : start + self.batch_size]
             images = [torch.from_numpy(to_model_input(np.asarray(view[t]))).to(self.device) for t in batch]

@@ -127,3 +127,25 @@ def test_anchor_pulls_the_weights_toward_the_start(tmp_path):
     assert anchored < 0.5 * free, (anchored, free)
     with pytest.raises(ValueError, match="anchor"):
         next(train_detector(None, DATA, tmp_path / "bad", settings(1, anchor=-1.0), init=init))
+
+
+def test_multi_scale_training_draws_sizes_and_validates_at_the_config_size(tmp_path, monkeypatch):
+    from napari_amodal.model.transform import AmodalRCNNTransform
+
+    seen = []
+    resize = AmodalRCNNTransform.resize
+
+    def recording(self, image, target=None):
+        out = resize(self, image, target)
+        seen.append((self.training, max(out[0].shape[-2:])))
+        return out
+
+    monkeypatch.setattr(AmodalRCNNTransform, "resize", recording)
+    config = tiny_config("fcn")
+    drain(train_detector(config, DATA, tmp_path, settings(8, input_sizes=(48, 80)), val_sources=DATA))
+    trained = {size for training, size in seen if training}
+    assert trained == {48, 80}
+    assert {size for training, size in seen if not training} == {config.max_size}
+    assert read_metadata(tmp_path / "model.safetensors")["config"]["model"]["max_size"] == config.max_size
+    with pytest.raises(ValueError, match="at least 32"):
+        drain(train_detector(config, DATA, tmp_path / "x", settings(1, input_sizes=(16,))))

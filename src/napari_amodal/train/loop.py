@@ -58,6 +58,10 @@ class TrainSettings:
     # (kept from the starting model; fine-tuning on a few frames of a new style would otherwise move
     # them to that style and shift every layer's features for the images the model knew)
     norm_stats: str = "update"
+    # multi-scale training: each image is resized to one of these long sides (px), drawn at
+    # random, instead of the config's size (so the model meets embryos of every apparent size);
+    # validation and the saved config keep the config's size. Empty: the config's size.
+    input_sizes: tuple[int, ...] = ()
 
 
 @dataclass
@@ -190,6 +194,8 @@ def train_detector(
     from ..checkpoint import load_checkpoint, save_checkpoint
 
     s = settings or TrainSettings()
+    if any(int(v) < 32 for v in s.input_sizes):
+        raise ValueError(f"input sizes must be at least 32 px, got {list(s.input_sizes)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(s.device)
@@ -272,11 +278,14 @@ def train_detector(
     done = start
     data = batches()
     t_start = time.time()
+    config_sizes = (model.transform.min_size, model.transform.max_size)
+    train_sizes = (tuple(int(v) for v in s.input_sizes), max(s.input_sizes)) if s.input_sizes else config_sizes
     try:
         with open(log_path, "a", encoding="utf-8") as logf:
             for it in range(start, s.iterations):
                 t0 = time.time()
                 model.train()
+                model.transform.min_size, model.transform.max_size = train_sizes
                 if s.norm_stats == "frozen":
                     freeze_norms(model)
                 elif s.trainable == "heads":  # a frozen backbone keeps its normalisation statistics too
@@ -320,6 +329,7 @@ def train_detector(
                 event = TrainEvent(it + 1, s.iterations, row, lr, time.time() - t0)
                 logf.write(json.dumps({"iteration": it + 1, "lr": lr, "seconds": round(event.seconds, 3), **row}) + "\n")
                 done = it + 1
+                model.transform.min_size, model.transform.max_size = config_sizes
                 if val_set is not None and ((s.val_every and done % s.val_every == 0) or done == s.iterations):
                     event.validation = validate(model, val_set, device, s.val_max_frames)
                     logf.write(json.dumps({"iteration": done, "validation": event.validation}) + "\n")
