@@ -237,3 +237,23 @@ def test_auto_input_size_brings_the_embryo_to_the_size_the_model_knows(radius, s
     assert fixed.sizes == [288, 288]  # a fixed size: no probe
     with pytest.raises(ValueError, match="input size"):
         Segmenter(_SizedModel(40), device="cpu", input_size=8)
+
+
+def test_laptrack_linker_closes_the_gap_of_a_missed_cell(tmp_path):
+    from napari_amodal.write import segment_files
+
+    stack = np.random.default_rng(0).integers(60, 200, (8, 64, 64)).astype(np.uint8)
+    stack[:, 0, 0] = np.arange(8)
+    stack[:, 0, -1], stack[:, -1, 0] = 0, 255
+    tifffile.imwrite(tmp_path / "e.tif", stack)
+    seg = Segmenter(_ScriptedModel(), device="cpu")
+    ids = {}
+    for linker in ("overlap", "laptrack"):
+        segment_files(seg, tmp_path / "e.tif", tmp_path / linker, temporal=False, linker=linker)
+        frames = sorted(read_amodal(tmp_path / linker / "e.json")[0], key=lambda f: f.frame)
+        # the disk at (20, 20): missed in frame 3
+        ids[linker] = {int(f.track_ids[np.argmin(np.abs(f.boxes[:, 0] - 11))]) for f in frames if f.frame != 3}
+    assert len(ids["overlap"]) == 2  # a new track after the gap
+    assert len(ids["laptrack"]) == 1  # one track across it
+    with pytest.raises(ValueError, match="linker"):
+        segment_files(seg, tmp_path / "e.tif", tmp_path / "x", linker="nearest")

@@ -304,7 +304,7 @@ def cmd_segment(args) -> int:
         bar = _Progress(Path(inp).name, args.quiet)
         states: dict = {}
         written = segment_files(segmenter, inp, args.out, plane=args.plane, channel=args.channel, progress=bar,
-                                states=states, temporal=not args.per_frame)
+                                states=states, temporal=not args.per_frame, linker=args.linker)
         bar.close()
         print("  ".join(str(p) for p in written))
         empty = states.get("no_cells", 0) + states.get("blank", 0)
@@ -508,6 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--per-frame", action="store_true",
                     help="segment each frame on its own (default: decode the time-lapse as a whole: counts that "
                          "respect the lineage, missed cells carried over, one-frame spurious cells dropped)")
+    sg.add_argument("--linker", choices=("overlap", "laptrack"), default="overlap",
+                    help="how cells are linked into tracks: overlap (frame to frame by mask overlap, default) or "
+                         "laptrack (the whole time-lapse at the end: gaps closed, divisions by centroid distance)")
     sg.set_defaults(func=cmd_segment)
 
     me = sub.add_parser("measure", help="cell counts, cleavage times t2..t8, sizes and size evenness as CSV")

@@ -87,48 +87,60 @@ def link_tracks(frames: list[FrameInstances], **kwargs) -> list[FrameInstances]:
     return frames
 
 
-def link_laptrack(frames: list[FrameInstances], max_move: float = 0.5, max_split: float = 0.75,
-                  gap_frames: int = 2) -> list[FrameInstances]:
-    """Track ids and divisions with laptrack (linear-assignment tracking of cell centroids with
-    gap closing and splitting, Jaqaman et al. 2008), in place; the alternative to :class:`Tracker`.
+def centroid_rows(frame: FrameInstances) -> np.ndarray:
+    """(N, 4) float ``(frame, row, col, diameter)`` of each cell: the centroid of its amodal
+    mask and the diameter of the disk of its area (px), the input of :func:`laptrack_links`."""
+    rows = np.zeros((len(frame), 4))
+    for i in range(len(frame)):
+        ys, xs = np.nonzero(frame.masks[i])
+        rows[i] = (frame.frame, ys.mean() if len(ys) else 0.0, xs.mean() if len(xs) else 0.0,
+                   2.0 * np.sqrt(len(ys) / np.pi))
+    return rows
+
+
+def laptrack_links(points: np.ndarray, max_move: float = 0.5, max_split: float = 0.75,
+                   gap_frames: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Track ids and mother track ids of the cells of one time-lapse, linked by laptrack
+    (linear-assignment tracking of centroids with gap closing and splitting, Jaqaman et al. 2008).
 
     Distances are in units of the median cell diameter of the time-lapse (cells of one embryo
     are of a size), so one setting serves any zoom and frame size.
 
     Args:
-        frames: the frames of one time-lapse (any order; ``frame`` gives the time).
+        points: (K, 4) ``(frame, row, col, diameter)`` per cell (:func:`centroid_rows`), any order.
         max_move: largest centroid step from one frame to the next (diameters).
         max_split: largest distance from a mother's last centroid to a daughter's first (diameters).
         gap_frames: frames a cell may be missed and still keep its track.
 
     Returns:
-        ``frames`` with ``track_ids`` (from 1; a track spans a gap) and ``parent_ids`` set.
+        ``(track_ids, parent_ids)``, (K,) int64 each: ids from 1 (a track spans a gap), the
+        mother's track id for a cell born in a division, else -1.
     """
     import pandas as pd
     from laptrack import LapTrack
 
-    rows = []
-    for k, f in enumerate(frames):
-        for i in range(len(f)):
-            ys, xs = np.nonzero(f.masks[i])
-            rows.append((f.frame, ys.mean() if len(ys) else 0.0, xs.mean() if len(xs) else 0.0,
-                         2.0 * np.sqrt(len(ys) / np.pi), k, i))
-    for f in frames:
-        f.track_ids = np.full(len(f), -1, np.int64)
-        f.parent_ids = np.full(len(f), -1, np.int64)
-    if not rows:
-        return frames
-    df = pd.DataFrame(rows, columns=["frame", "y", "x", "diameter", "k", "i"])
-    d = max(float(df["diameter"].median()), 1.0)
+    points = np.asarray(points, np.float64).reshape(-1, 4)
+    if not len(points):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    d = max(float(np.median(points[:, 3])), 1.0)
     tracker = LapTrack(cutoff=(max_move * d) ** 2, gap_closing_cutoff=(max_move * d) ** 2,
                        gap_closing_max_frame_count=gap_frames, splitting_cutoff=(max_split * d) ** 2)
     # laptrack numbers frames 0..T-1 without holes: map our frame indices onto their ranks
-    order = {t: r for r, t in enumerate(sorted(set(df["frame"])))}
-    coords = pd.DataFrame({"frame": df["frame"].map(order), "y": df["y"], "x": df["x"]})
+    frames = np.unique(points[:, 0])
+    coords = pd.DataFrame({"frame": np.searchsorted(frames, points[:, 0]), "y": points[:, 1], "x": points[:, 2]})
     tracks, splits, _ = tracker.predict_dataframe(coords, ["y", "x"], only_coordinate_cols=False)
-    tracks = tracks.loc[coords.index]  # one row per detection, in our order
-    parent = dict(zip(splits["child_track_id"] + 1, splits["parent_track_id"] + 1)) if len(splits) else {}
-    for (k, i), tid in zip(zip(df["k"], df["i"]), tracks["track_id"].to_numpy() + 1):
-        frames[k].track_ids[i] = tid
-        frames[k].parent_ids[i] = parent.get(int(tid), -1)
+    ids = tracks.loc[coords.index, "track_id"].to_numpy(np.int64) + 1  # one row per cell, in our order
+    mother = dict(zip(splits["child_track_id"] + 1, splits["parent_track_id"] + 1)) if len(splits) else {}
+    return ids, np.array([mother.get(int(t), -1) for t in ids], np.int64)
+
+
+def link_laptrack(frames: list[FrameInstances], **kwargs) -> list[FrameInstances]:
+    """:func:`laptrack_links` on the cells of ``frames`` (one time-lapse): sets their
+    ``track_ids`` / ``parent_ids`` in place and returns them; the alternative to :class:`Tracker`."""
+    rows = [centroid_rows(f) for f in frames]
+    ids, parents = laptrack_links(np.concatenate(rows) if rows else np.zeros((0, 4)), **kwargs)
+    start = 0
+    for f, r in zip(frames, rows):
+        f.track_ids, f.parent_ids = ids[start:start + len(r)], parents[start:start + len(r)]
+        start += len(r)
     return frames

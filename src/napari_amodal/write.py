@@ -17,7 +17,7 @@ import numpy as np
 
 def segment_files(segmenter, input_path, out_dir, *, plane: int | None = None, channel: int | None = None,
                   progress: Callable[[int, int], None] | None = None, overlay_frames: int = 12,
-                  states: dict | None = None, temporal: bool = True) -> list[Path]:
+                  states: dict | None = None, temporal: bool = True, linker: str = "overlap") -> list[Path]:
     """Segment one image file and write ``<stem>.json``, ``<stem>_occlusion.tif``
     (uint8, 255 = probability 1, one page per frame) and ``<stem>_overlay.png``
     (up to ``overlay_frames`` frames with every cell's complete outline).
@@ -26,6 +26,9 @@ def segment_files(segmenter, input_path, out_dir, *, plane: int | None = None, c
     entry carries ``state`` (``cells``, ``no_cells`` or ``blank``), also counted into
     ``states`` when given (and ``inferred``: cells carried by the temporal decoder).
     ``temporal``: decode the frames as one time-lapse (see ``Segmenter.iter_frames``).
+    ``linker``: "overlap" (the track ids of :class:`~napari_amodal.track.Tracker`, frame to
+    frame by mask overlap) or "laptrack" (the whole time-lapse relinked at the end by
+    :func:`~napari_amodal.track.laptrack_links`: gap closing and divisions by centroids).
     Returns the written paths.
     """
     import imageio.v3 as iio
@@ -37,6 +40,10 @@ def segment_files(segmenter, input_path, out_dir, *, plane: int | None = None, c
     from .overlay import draw_instances, montage
     from .segment import frames_view
 
+    from .track import centroid_rows, laptrack_links
+
+    if linker not in ("overlap", "laptrack"):
+        raise ValueError(f"linker must be 'overlap' or 'laptrack', got {linker!r}")
     input_path = Path(input_path)
     data, axes = read_stack(input_path)  # inputs and options are checked before any output is touched
     view, _ = frames_view(data, axes, plane, channel)
@@ -46,7 +53,7 @@ def segment_files(segmenter, input_path, out_dir, *, plane: int | None = None, c
     refuse_foreign(json_path)
     n = len(view)
     picks = set(np.linspace(0, n - 1, min(n, overlay_frames)).round().astype(int).tolist())
-    tiles = []
+    tiles, points = [], []
 
     def frames(occ_tmp):
         with tifffile.TiffWriter(occ_tmp) as tif:
@@ -59,6 +66,8 @@ def segment_files(segmenter, input_path, out_dir, *, plane: int | None = None, c
                     tiles.append(draw_instances(view[inst.frame], inst, thickness=2))
                 if progress is not None:
                     progress(k + 1, n)
+                if linker == "laptrack":
+                    points.append(centroid_rows(inst))
                 if states is not None:
                     states[inst.meta["state"]] = states.get(inst.meta["state"], 0) + 1
                     if inst.inferred is not None:
@@ -70,6 +79,10 @@ def segment_files(segmenter, input_path, out_dir, *, plane: int | None = None, c
         extra = {(input_path.name, t): {"occlusion_file": occ_path.name, "occlusion_frame": t} for t in range(n)}
         d = coco_dict(frames(occ_tmp), _categories(segmenter), predictions=True, images_extra=extra,
                       info={"model": segmenter.name, "source": str(input_path)})
+        if linker == "laptrack" and points:  # annotations are in the order the cells came
+            ids, parents = laptrack_links(np.concatenate(points))
+            for ann, tid, pid in zip(d["annotations"], ids.tolist(), parents.tolist()):
+                ann["track_id"], ann["parent_track_id"] = tid, pid
         iio.imwrite(png_tmp, montage(tiles, columns=min(4, len(tiles))))
         atomic_write_text(json_path, json.dumps(d, separators=(",", ":")))
     return [json_path, occ_path, overlay_path]
