@@ -1,6 +1,8 @@
 """Reading images: TIFF stacks by content, single plain images through imageio."""
 
 import numpy as np
+import pytest
+import tifffile
 
 
 def test_read_stack_reads_plain_images_and_rejects_junk(tmp_path):
@@ -73,3 +75,25 @@ def test_read_stack_names_the_file_for_folders_and_truncated_tiffs(tmp_path):
     (tmp_path / "cut.tif").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(ValueError, match="cut.tif"):
         read_stack(tmp_path / "cut.tif")
+
+
+def test_physical_scale_from_imagej_and_ome_metadata(tmp_path):
+    from napari_amodal.io_images import physical_scale
+
+    a = np.zeros((3, 32, 32), np.uint8)
+    tifffile.imwrite(tmp_path / "ij.tif", a, imagej=True, resolution=(1 / 0.4, 1 / 0.4),
+                     metadata={"axes": "TYX", "finterval": 600, "unit": "um"})
+    assert physical_scale(tmp_path / "ij.tif") == pytest.approx({"um_per_px": 0.4, "hours_per_frame": 600 / 3600})
+    tifffile.imwrite(tmp_path / "ome.tif", a, ome=True, metadata={
+        "axes": "TYX", "PhysicalSizeX": 350, "PhysicalSizeXUnit": "nm", "TimeIncrement": 15, "TimeIncrementUnit": "min"})
+    assert physical_scale(tmp_path / "ome.tif") == pytest.approx({"um_per_px": 0.35, "hours_per_frame": 0.25})
+    tifffile.imwrite(tmp_path / "ome_s.tif", a, ome=True, metadata={"axes": "TYX", "PhysicalSizeX": 0.5,
+                                                                  "TimeIncrement": 900})  # OME's default units
+    assert physical_scale(tmp_path / "ome_s.tif") == pytest.approx({"um_per_px": 0.5, "hours_per_frame": 0.25})
+    # an ImageJ file in pixels (no unit), a plain TIFF, a bad interval: nothing guessed
+    tifffile.imwrite(tmp_path / "px.tif", a, imagej=True, metadata={"axes": "TYX", "finterval": -1})
+    assert physical_scale(tmp_path / "px.tif") == {}
+    tifffile.imwrite(tmp_path / "plain.tif", a)
+    assert physical_scale(tmp_path / "plain.tif") == {}
+    (tmp_path / "broken.tif").write_bytes(b"II*\x00" + b"\x00" * 10)
+    assert physical_scale(tmp_path / "broken.tif") == {}

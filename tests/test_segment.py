@@ -257,3 +257,20 @@ def test_laptrack_linker_closes_the_gap_of_a_missed_cell(tmp_path):
     assert len(ids["laptrack"]) == 1  # one track across it
     with pytest.raises(ValueError, match="linker"):
         segment_files(seg, tmp_path / "e.tif", tmp_path / "x", linker="nearest")
+
+
+def test_pixel_size_and_frame_interval_from_the_tiff_reach_the_measurements(tmp_path):
+    from napari_amodal.measure import measure
+    from napari_amodal.write import segment_files
+
+    stack = np.random.default_rng(0).integers(60, 200, (8, 64, 64)).astype(np.uint8)
+    stack[:, 0, 0] = np.arange(8)
+    stack[:, 0, -1], stack[:, -1, 0] = 0, 255
+    tifffile.imwrite(tmp_path / "e.tif", stack, imagej=True, resolution=(2.0, 2.0),
+                     metadata={"axes": "TYX", "finterval": 900, "unit": "micron"})
+    segment_files(Segmenter(_ScriptedModel(), device="cpu"), tmp_path / "e.tif", tmp_path / "o")
+    frames = read_amodal(tmp_path / "o" / "e.json")[0]
+    m = measure(frames)
+    assert [r["time"] for r in m.frames] == [0.25 * t for t in range(8)] and m.frames[0]["time_unit"] == "h"
+    disk = m.cells[0]
+    assert disk["area_unit"] == "um2" and disk["area"] == pytest.approx(frames[0].areas[0] * 0.25)

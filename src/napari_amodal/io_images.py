@@ -83,3 +83,79 @@ def guess_axes(shape: tuple[int, ...]) -> str:
             f"cannot interpret an image of shape {shape}: expected (Y,X), (T,Y,X), (T,Z,Y,X) or (T,Z,C,Y,X), optionally RGB"
         )
     return names[core] + ("S" if rgb else "")
+
+
+_LENGTH_UM = {"um": 1.0, "µm": 1.0, "\u03bcm": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
+              "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
+_TIME_HOURS = {"s": 1 / 3600, "sec": 1 / 3600, "second": 1 / 3600, "seconds": 1 / 3600, "ms": 1 / 3.6e6,
+               "min": 1 / 60, "minute": 1 / 60, "minutes": 1 / 60, "h": 1.0, "hour": 1.0, "hours": 1.0}
+
+
+def _positive(value) -> float | None:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if np.isfinite(x) and x > 0 else None
+
+
+def physical_scale(path) -> dict:
+    """The pixel size and frame interval a TIFF states about itself.
+
+    Read from OME-XML (``PhysicalSizeX`` with its unit, µm by default; ``TimeIncrement``
+    with its unit, seconds by default) or ImageJ metadata (``XResolution`` in pixels per
+    ``unit``; ``finterval`` in seconds). Values that are missing, not positive or in units
+    it does not know are left out rather than guessed.
+
+    Returns:
+        ``{"um_per_px": float, "hours_per_frame": float}``, either key only when known.
+    """
+    import tifffile
+
+    out: dict = {}
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if tif.is_ome:
+                out = _ome_scale(tif.ome_metadata)
+            elif tif.is_imagej:
+                out = _imagej_scale(tif.imagej_metadata or {}, tif.pages[0].tags)
+    except Exception:  # noqa: BLE001 - metadata is a bonus: the image itself was read already
+        return {}
+    return out
+
+
+def _ome_scale(xml: str) -> dict:
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return {}
+    pixels = next((el for el in root.iter() if el.tag.endswith("}Pixels") or el.tag == "Pixels"), None)
+    if pixels is None:
+        return {}
+    out = {}
+    size = _positive(pixels.get("PhysicalSizeX"))
+    factor = _LENGTH_UM.get(pixels.get("PhysicalSizeXUnit", "µm"))
+    if size and factor:
+        out["um_per_px"] = size * factor
+    step = _positive(pixels.get("TimeIncrement"))
+    factor = _TIME_HOURS.get(pixels.get("TimeIncrementUnit", "s"))
+    if step and factor:
+        out["hours_per_frame"] = step * factor
+    return out
+
+
+def _imagej_scale(meta: dict, tags) -> dict:
+    out = {}
+    res = tags.get("XResolution")
+    unit = str(meta.get("unit", "")).replace("\\u00B5", "µ")
+    if res is not None and unit in _LENGTH_UM:
+        num, den = res.value
+        per_px = _positive(den / num) if num else None
+        if per_px:
+            out["um_per_px"] = per_px * _LENGTH_UM[unit]
+    step = _positive(meta.get("finterval"))
+    if step:
+        out["hours_per_frame"] = step / 3600
+    return out

@@ -23,7 +23,8 @@ def segment_files(segmenter, input_path, out_dir, *, plane: int | None = None, c
     (up to ``overlay_frames`` frames with every cell's complete outline).
 
     ``file_name`` in the JSON is the input's file name; ``frame`` its index; each image
-    entry carries ``state`` (``cells``, ``no_cells`` or ``blank``), also counted into
+    entry carries ``um_per_px`` and ``hours`` (since the first frame) when the TIFF's
+    ImageJ or OME metadata give the pixel size and frame interval, and ``state`` (``cells``, ``no_cells`` or ``blank``), also counted into
     ``states`` when given (and ``inferred``: cells carried by the temporal decoder).
     ``temporal``: decode the frames as one time-lapse (see ``Segmenter.iter_frames``).
     ``linker``: "overlap" (the track ids of :class:`~napari_amodal.track.Tracker`, frame to
@@ -36,7 +37,7 @@ def segment_files(segmenter, input_path, out_dir, *, plane: int | None = None, c
 
     from .atomic import atomic_path, atomic_write_text, ensure_folder, output_lock
     from .data.coco import coco_dict
-    from .io_images import read_stack
+    from .io_images import is_tiff, physical_scale, read_stack
     from .overlay import draw_instances, montage
     from .segment import frames_view
 
@@ -54,6 +55,13 @@ def segment_files(segmenter, input_path, out_dir, *, plane: int | None = None, c
     n = len(view)
     picks = set(np.linspace(0, n - 1, min(n, overlay_frames)).round().astype(int).tolist())
     tiles, points = [], []
+    scale = physical_scale(input_path) if is_tiff(input_path) else {}
+
+    def units(t: int) -> dict:  # what the file says, for measure: um_per_px, hours since the first frame
+        out = {"um_per_px": scale["um_per_px"]} if "um_per_px" in scale else {}
+        if "hours_per_frame" in scale:
+            out["hours"] = t * scale["hours_per_frame"]
+        return out
 
     def frames(occ_tmp):
         with tifffile.TiffWriter(occ_tmp) as tif:
@@ -76,7 +84,8 @@ def segment_files(segmenter, input_path, out_dir, *, plane: int | None = None, c
 
     # all three files are renamed into place only once every frame is done; one run at a time
     with output_lock(out, stem), atomic_path(occ_path) as occ_tmp, atomic_path(overlay_path, suffix=".png") as png_tmp:
-        extra = {(input_path.name, t): {"occlusion_file": occ_path.name, "occlusion_frame": t} for t in range(n)}
+        extra = {(input_path.name, t): {"occlusion_file": occ_path.name, "occlusion_frame": t, **units(t)}
+                 for t in range(n)}
         d = coco_dict(frames(occ_tmp), _categories(segmenter), predictions=True, images_extra=extra,
                       info={"model": segmenter.name, "source": str(input_path)})
         if linker == "laptrack" and points:  # annotations are in the order the cells came

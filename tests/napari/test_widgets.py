@@ -413,3 +413,19 @@ def test_lineage_is_a_tracks_layer_with_its_division_graph(make_napari_viewer):
     data = np.asarray(viewer.layers[_common.tracks_name(IMAGE)].data)
     assert set(data[data[:, 1] <= 1, 0]) == {float(t) for g in redo for t in g.track_ids}
     assert len(data) == sum(len(f) for f in gt)
+
+
+def test_units_come_from_the_image_file_unless_typed(make_napari_viewer, tmp_path):
+    import tifffile
+
+    viewer = make_napari_viewer()
+    tifffile.imwrite(tmp_path / "e.tif", np.zeros((3, 32, 32), np.uint8), imagej=True, resolution=(2.5, 2.5),
+                     metadata={"axes": "TYX", "finterval": 600, "unit": "um"})
+    viewer.open(str(tmp_path / "e.tif"), plugin="napari-amodal")
+    w = ProofreadWidget(viewer)
+    w.image.setCurrentText("e")
+    w.refresh_layers()
+    assert w.um_per_px.value() == pytest.approx(0.4) and w.minutes.value() == pytest.approx(10.0)
+    w.um_per_px.setValue(0.3)  # typed by the user: kept
+    w.refresh_layers()
+    assert w.um_per_px.value() == pytest.approx(0.3)

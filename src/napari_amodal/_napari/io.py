@@ -52,11 +52,12 @@ def read_paths(path) -> list[tuple]:
 
 
 def read_tiff(path) -> tuple:
-    """An Image layer for a TIFF stack; axes from the file's metadata when present."""
-    from ..io_images import read_stack
+    """An Image layer for a TIFF stack; axes, pixel size (``um_per_px``) and frame interval
+    (``hours_per_frame``) from the file's metadata when present."""
+    from ..io_images import physical_scale, read_stack
 
     data, axes = read_stack(path)
-    meta = {"source_file": Path(path).name, "axes": axes}
+    meta = {"source_file": Path(path).name, "axes": axes, **physical_scale(path)}
     return data, {"name": Path(path).stem, "metadata": {META_KEY: meta}, "rgb": axes.endswith("S")}, "image"
 
 

@@ -171,7 +171,18 @@ class ProofreadWidget(QWidget):
         src = self.layer.metadata.get(META_KEY, {}).get("source_image") if self.layer is not None else None
         if src and src in [self.image.itemText(i) for i in range(self.image.count())]:
             self.image.setCurrentText(src)
+        self._fill_units()
         self._connect_layer()
+
+    def _fill_units(self) -> None:
+        """Pixel size and frame interval from the image file's own metadata (ImageJ, OME), for
+        boxes the user has left empty (0)."""
+        image = self._image_layer()
+        meta = image.metadata.get(META_KEY, {}) if image is not None else {}
+        if not self.um_per_px.value() and meta.get("um_per_px"):
+            self.um_per_px.setValue(float(meta["um_per_px"]))
+        if not self.minutes.value() and meta.get("hours_per_frame"):
+            self.minutes.setValue(float(meta["hours_per_frame"]) * 60.0)
 
     @property
     def layer(self):
