@@ -9,7 +9,14 @@ import pytest
 from napari_amodal.cli import main
 from napari_amodal.data.coco import write_coco
 from napari_amodal.instances import FrameInstances
-from napari_amodal.measure import cell_rows, cleavage_times, measure, morphokinetics, write_measurements
+from napari_amodal.measure import (
+    cell_rows,
+    cleavage_times,
+    measure,
+    morphokinetics,
+    uncertain_frames,
+    write_measurements,
+)
 
 CATS = [{"id": 1, "name": "cell"}]
 
@@ -94,6 +101,14 @@ def test_morphokinetics_intervals_synchrony_and_flags():
     assert _kinetics([2, 3, 4], [0.0, 1.0, 2.0])["cc2"] is None  # t2 only bounded: at or before frame 0
     short = _kinetics([1, 2, 2], [0.0, 1.0, 2.0])
     assert short["t3"] is None and short["cc2"] is None and short["s3"] is None and short["direct_cleavage"] is False
+
+
+def test_uncertain_frames_blips_drops_and_low_scores():
+    counts = [2, 2, 3, 2, 2, 4, 4, 3, 3]
+    scores = [0.9, 0.9, 0.9, 0.9, 0.55, 0.9, 0.9, 0.9, 1.0]
+    # frame 2: a one-frame 3; 3: falls from 3; 4: a cell at 0.55; 7: 4 -> 3
+    assert uncertain_frames(counts, scores) == [2, 3, 4, 7]
+    assert uncertain_frames([2, 3, 4], [1.0, 1.0, 1.0]) == []  # steady growth is no doubt
 
 
 def test_measure_groups_time_lapses_and_frame_table():

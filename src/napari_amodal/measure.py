@@ -40,7 +40,8 @@ import numpy as np
 
 from .instances import FrameInstances
 
-__all__ = ["Measurements", "cell_rows", "cleavage_times", "measure", "morphokinetics", "write_measurements"]
+__all__ = ["Measurements", "cell_rows", "cleavage_times", "measure", "morphokinetics", "uncertain_frames",
+           "write_measurements"]
 
 DIRECT_CLEAVAGE_HOURS = 5.0  # t3 - t2 below this: one cell divided into three (ESHRE consensus)
 
@@ -231,6 +232,28 @@ def morphokinetics(counts: Sequence[int], times: Sequence[float], cleavage: Sequ
         row[f"evenness_{n}"] = float(np.median(cvs)) if cvs else None
     row["time_unit"] = time_unit
     return row
+
+
+UNSURE_SCORE = 0.6  # a frame holding a cell scored below this is worth a look
+
+
+def uncertain_frames(counts: Sequence[int], lowest_scores: Sequence[float], unsure_score: float = UNSURE_SCORE
+                     ) -> list[int]:
+    """Positions of the frames whose cell count deserves a look in proofreading.
+
+    A frame is uncertain when its count differs from that of both neighbours, which agree
+    (a one-frame change that the lineage does not explain), falls below the frame before (cells do not fuse),
+    or it holds a cell scored below ``unsure_score`` (``lowest_scores``: per frame, the
+    lowest score of its cells, 1 when it has none).
+    """
+    c = list(counts)
+    out = []
+    for t in range(len(c)):
+        blip = 0 < t < len(c) - 1 and c[t - 1] == c[t + 1] != c[t]
+        drop = t > 0 and c[t] < c[t - 1]
+        if blip or drop or lowest_scores[t] < unsure_score:
+            out.append(t)
+    return out
 
 
 @dataclass

@@ -429,3 +429,36 @@ def test_units_come_from_the_image_file_unless_typed(make_napari_viewer, tmp_pat
     w.um_per_px.setValue(0.3)  # typed by the user: kept
     w.refresh_layers()
     assert w.um_per_px.value() == pytest.approx(0.3)
+
+
+def test_timelapse_dock_plots_counts_lists_kinetics_and_moves_the_slider(make_napari_viewer, qtbot):
+    from qtpy.QtCore import QPoint, Qt
+
+    from napari_amodal._napari.widgets import TimelapseWidget
+    from napari_amodal.data.coco import read_coco
+    from napari_amodal.data.sample import EMBRYO_GT, sample_path
+    from napari_amodal.measure import measure
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-amodal", "embryo")
+    gt = sorted(read_coco(sample_path(EMBRYO_GT)), key=lambda f: f.frame)
+    gt[4].scores[:] = 0.4  # one doubtful frame
+    SegmentationWidget(viewer).add_results(viewer.layers[IMAGE], gt, {"axes": "TYX", "plane": None})
+    w = TimelapseWidget(viewer)
+    assert w.cells.currentText() == _common.cells_name(IMAGE)
+    w.minutes.setValue(30)
+    worker = w.refresh()
+    qtbot.waitUntil(lambda: w.worker is None and w.figures is not None, timeout=60_000)
+    truth = measure(gt, hours_per_frame=0.5, persist=2)
+    assert w.figures["counts"] == [len(f) for f in gt]
+    assert w.figures["uncertain"] == [4]  # the truth's counts never blip or fall
+    k = truth.morphokinetics[0]
+    row = {w.table.verticalHeaderItem(i).text(): w.table.item(i, 0).text() for i in range(w.table.rowCount())}
+    assert row["t3"] == (f"{k['t3']:g} h" if k["t3"] is not None else "-")
+    assert row["direct_cleavage"] == ("yes" if k["direct_cleavage"] else "no")
+    # a click on the plot moves napari's time slider to the nearest frame
+    w.plot.resize(400, 150)
+    x = int(w.plot.x_of(7))
+    qtbot.mouseClick(w.plot, Qt.LeftButton, pos=QPoint(x, 60))
+    assert viewer.dims.current_step[0] == 7
+    assert worker is not None
