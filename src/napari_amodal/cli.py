@@ -292,11 +292,44 @@ def _output_stems(inputs, verb: str) -> list[str]:
     return stems
 
 
+def _segment_on_cluster(args) -> int:
+    from .cluster import segment_many
+
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    for p in args.inputs:  # inputs are checked here, before any worker starts
+        if not Path(p).is_file():
+            raise FileNotFoundError(f"{p}: no such image file")
+    where = args.scheduler or f"a local cluster of {args.workers} worker(s)"
+    print(f"model {args.model}: {len(args.inputs)} stack(s) on {where}", file=sys.stderr)
+    bar = _Progress("stacks", args.quiet)
+    bar(0, len(args.inputs))
+    failed = 0
+    results = segment_many(args.inputs, args.out, model=args.model, device=args.device,
+                           score_threshold=args.score_threshold, batch_size=args.batch_size,
+                           workers=args.workers or 1, threads_per_worker=args.threads_per_worker,
+                           scheduler=args.scheduler, plane=args.plane, channel=args.channel,
+                           temporal=not args.per_frame, linker=args.linker)
+    for done, r in enumerate(results, start=1):
+        if r.error:
+            failed += 1
+            print(f"error: {r.error}", file=sys.stderr)
+        else:
+            print("  ".join(r.written))
+        bar(done, len(args.inputs))
+    bar.close()
+    if failed:
+        print(f"{failed} of {len(args.inputs)} stack(s) failed; the others are written", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def cmd_segment(args) -> int:
     from .segment import Segmenter
     from .write import segment_files
 
     _output_stems(args.inputs, "segment")
+    if args.workers is not None or args.scheduler:
+        return _segment_on_cluster(args)
     segmenter = Segmenter.load(args.model, device=args.device, score_threshold=args.score_threshold,
                                batch_size=args.batch_size)
     print(f"model {args.model} on {segmenter.device}", file=sys.stderr)
@@ -511,6 +544,12 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--linker", choices=("overlap", "laptrack"), default="overlap",
                     help="how cells are linked into tracks: overlap (frame to frame by mask overlap, default) or "
                          "laptrack (the whole time-lapse at the end: gaps closed, divisions by centroid distance)")
+    sg.add_argument("--workers", type=int, metavar="N",
+                    help="segment the stacks on a local Dask cluster of N worker processes (one model each)")
+    sg.add_argument("--threads-per-worker", type=int, default=1, metavar="T",
+                    help="torch threads per worker with --workers / --scheduler (default 1)")
+    sg.add_argument("--scheduler", metavar="ADDRESS",
+                    help="segment on a running Dask cluster (e.g. tcp://host:8786; docs/cluster.md)")
     sg.set_defaults(func=cmd_segment)
 
     me = sub.add_parser("measure", help="cell counts, cleavage times t2..t8, sizes and size evenness as CSV")
