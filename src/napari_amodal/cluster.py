@@ -30,6 +30,7 @@ class StackResult:
     states: dict = field(default_factory=dict)
     error: str | None = None
     worker: str = ""
+    peak_mb: float = 0.0  # the worker process's peak resident memory so far (MB)
 
 
 def segment_on_worker(path: str, out_dir: str, model: str, device: str, score_threshold: float,
@@ -51,8 +52,18 @@ def segment_on_worker(path: str, out_dir: str, model: str, device: str, score_th
         written = segment_files(_SEGMENTERS[key], path, out_dir, states=states, **options)
     except Exception as e:  # noqa: BLE001 - one bad stack must not stop the others
         message = str(e) if Path(path).name in str(e) else f"{Path(path).name}: {e}"
-        return StackResult(path, error=message, worker=f"{os.uname().nodename}:{os.getpid()}")
-    return StackResult(path, [str(p) for p in written], states, worker=f"{os.uname().nodename}:{os.getpid()}")
+        return StackResult(path, error=message, worker=_worker_name(), peak_mb=_peak_mb())
+    return StackResult(path, [str(p) for p in written], states, worker=_worker_name(), peak_mb=_peak_mb())
+
+
+def _worker_name() -> str:
+    return f"{os.uname().nodename}:{os.getpid()}"
+
+
+def _peak_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KB on Linux
 
 
 def segment_many(inputs: Sequence, out_dir, *, model: str = "bundled", device: str = "cpu",
