@@ -25,6 +25,19 @@ def test_manifest_found_through_entry_point_and_valid():
     assert pm.contributions.readers and pm.contributions.writers
 
 
+def test_categories_menus_and_licence_follow_the_plugin_template():
+    pm = _manifest()
+    assert set(pm.categories) >= {"Segmentation", "Annotation", "Measurement"}
+    menus = pm.contributions.menus
+    assert {m.command for m in menus["napari/layers/segment"]} >= {"napari-amodal.segmentation_widget"}
+    assert "napari-amodal.timelapse_widget" in {m.command for m in menus["napari/layers/measure"]}
+    from importlib.metadata import metadata
+
+    meta = metadata("napari-amodal")
+    assert meta["License-Expression"] == "BSD-3-Clause" and (ROOT / "LICENSE").read_text().startswith("BSD 3-Clause")
+    assert "all" in (meta.get_all("Provides-Extra") or [])
+
+
 def test_every_python_name_imports():
     pm = _manifest()
     names = [c.python_name for c in pm.contributions.commands if c.python_name]
