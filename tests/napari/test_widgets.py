@@ -462,3 +462,15 @@ def test_timelapse_dock_plots_counts_lists_kinetics_and_moves_the_slider(make_na
     qtbot.mouseClick(w.plot, Qt.LeftButton, pos=QPoint(x, 60))
     assert viewer.dims.current_step[0] == 7
     assert worker is not None
+
+
+def test_the_docks_fit_a_1080_pixel_screen(make_napari_viewer):
+    from napari_amodal._napari.widgets import FinetuneWidget, TimelapseWidget
+
+    viewer = make_napari_viewer()
+    docks = [SegmentationWidget(viewer), ProofreadWidget(viewer), FinetuneWidget(viewer), TimelapseWidget(viewer)]
+    for w in docks:
+        viewer.window.add_dock_widget(w, area="right")
+        # the controls scroll inside the dock rather than stretch it
+        assert w.scroll_area.widget().sizeHint().height() > w.minimumSizeHint().height()
+    assert viewer.window._qt_window.minimumSizeHint().height() <= 1080 - 40  # a task bar's worth spare

@@ -24,6 +24,26 @@ from ..layers import (
 FILL_ALPHA = 0.12
 
 
+def scroll_body(widget):
+    """Lay ``widget`` out as a vertical scroll area and return the inner widget to fill, so
+    a dock taller than the screen scrolls instead of pushing napari's own controls (the
+    time slider) off-screen. The area is ``widget.scroll_area``."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
+
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+    body = QWidget()
+    area.setWidget(body)
+    outer.addWidget(area)
+    widget.scroll_area = area
+    return body
+
+
 def report_error(error) -> None:
     """Show an error as a napari notification (never only a console traceback)."""
     show_error(str(error) if not isinstance(error, str) else error)

@@ -40,6 +40,7 @@ from qtpy.QtWidgets import (
 from ...train.finetune import DEFAULTS
 from ..layers import META_KEY
 from ._common import (
+    scroll_body,
     cells_name,
     image_axes,
     image_file,
@@ -234,7 +235,7 @@ class FinetuneWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.stop_button)
-        form = QFormLayout(self)
+        form = QFormLayout(scroll_body(self))
         form.addRow("Cell layer", self.cells)
         form.addRow("Image", self.image)
         form.addRow("Project / COCO files", self.files)

@@ -34,6 +34,7 @@ from qtpy.QtWidgets import (
 from ... import project as core
 from ..layers import META_KEY, NEW_CELL_DEFAULTS
 from ._common import (
+    scroll_body,
     cells_layer_tuple,
     cells_name,
     current_frame,
@@ -126,7 +127,7 @@ class ProofreadWidget(QWidget):
         file_row.addWidget(self.path)
         file_row.addWidget(b["save"])
         file_row.addWidget(b["load"])
-        form = QFormLayout(self)
+        form = QFormLayout(scroll_body(self))
         form.addRow("Cells", self.cells)
         form.addRow("Image", self.image)
         form.addRow(edit)

@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
 
 from ..layers import META_KEY, OCCLUSION_STYLE
 from ._common import (
+    scroll_body,
     SegmentationResult,
     cells_name,
     continued_tracker,
@@ -137,7 +138,7 @@ class SegmentationWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.stop_button)
-        form = QFormLayout(self)
+        form = QFormLayout(scroll_body(self))
         form.addRow("Image", self.image)
         form.addRow("Model", self.model)
         form.addRow("Model file", path_row)

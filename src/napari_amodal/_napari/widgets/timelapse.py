@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..layers import META_KEY
-from ._common import is_cell_layer, layer_frames, report_error
+from ._common import is_cell_layer, report_error, scroll_body
 
 KINETIC_ROWS = ("t2", "t3", "t4", "t5", "t6", "t7", "t8", "cc2", "s2", "s3", "direct_cleavage",
                 "reverse_cleavage", "evenness_2", "evenness_4", "evenness_8")
@@ -156,7 +156,7 @@ class TimelapseWidget(QWidget):
         form.addRow("Cells", self.cells)
         form.addRow("µm / px", self.um_per_px)
         form.addRow("min / frame", self.minutes)
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scroll_body(self))
         layout.addLayout(form)
         layout.addWidget(self.update_button)
         layout.addWidget(self.plot)
