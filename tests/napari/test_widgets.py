@@ -91,6 +91,10 @@ def test_segment_frame_range(segmented, qtbot):
     _run(qtbot, w)
     assert len(viewer.layers) == n_layers
     assert set(viewer.layers[f"{IMAGE} amodal cells"].features["frame"]) == {1, 2}
+    # the occlusion map lies under the cells; each cell shows its id
+    cells = viewer.layers[f"{IMAGE} amodal cells"]
+    assert viewer.layers.index(viewer.layers[f"{IMAGE} occlusion"]) < viewer.layers.index(cells)
+    assert list(cells.text.values) == [str(i) for i in cells.features["cell_id"]]
 
 
 def test_stop_keeps_frames_done(make_napari_viewer, qtbot, model_file, errors):
@@ -474,3 +478,23 @@ def test_the_docks_fit_a_1080_pixel_screen(make_napari_viewer):
         # the controls scroll inside the dock rather than stretch it
         assert w.scroll_area.widget().sizeHint().height() > w.minimumSizeHint().height()
     assert viewer.window._qt_window.minimumSizeHint().height() <= 1080 - 40  # a task bar's worth spare
+
+
+def test_proofreading_shortcuts(segmented):
+    from napari.utils.key_bindings import KeyBinding
+
+    viewer, _ = segmented
+    p = _proofread(viewer)
+    p.threshold.setValue(0.0)
+    viewer.dims.set_current_step(0, 0)
+
+    def press(key):
+        viewer.keymap[KeyBinding.from_str(key)](viewer)
+
+    press("Shift-N")  # next frame needing attention
+    assert viewer.dims.current_step[0] == 1
+    press("Shift-R")  # mark reviewed
+    assert p.reviewed() == {1}
+    press("Shift-U")  # undo
+    assert p.reviewed() == set()
+    assert "Shift-N" in p.buttons["next"].toolTip()

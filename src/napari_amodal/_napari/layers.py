@@ -25,6 +25,7 @@ from ..instances import FrameInstances, mask_to_polygons, polygons_to_mask
 from ..overlay import track_colour
 
 META_KEY = "napari_amodal"
+ID_TEXT = {"string": "{cell_id}", "size": 9, "color": "white", "anchor": "center"}  # each cell's id at its centre
 CELL_LAYER_KIND = "amodal_cells"
 FEATURES = ("cell_id", "score", "area", "frame", "label", "parent_id")
 FEATURE_DTYPES = {"cell_id": np.int64, "score": np.float64, "area": np.int64, "frame": np.int64, "label": np.int64,
@@ -90,6 +91,7 @@ def cell_layer_data(
         "edge_color": np.array(edge, np.float32).reshape(-1, 4),
         "face_color": np.array(face, np.float32).reshape(-1, 4),
         "edge_width": 1.5,
+        "text": dict(ID_TEXT),
         "ndim": 3 if stack else 2,
         "metadata": {
             META_KEY: {

@@ -61,6 +61,9 @@ def default_autosave_dir() -> Path:
     return user_model_dir().parent / "autosave"
 
 
+SHORTCUTS = {"Shift-N": "next", "Shift-R": "reviewed", "Shift-D": "delete", "Shift-U": "undo"}
+
+
 class ProofreadWidget(QWidget):
     """Add, delete, edit and renumber cells; walk the frames needing attention; save."""
 
@@ -116,6 +119,7 @@ class ProofreadWidget(QWidget):
             b[key] = QPushButton(text)
             b[key].clicked.connect(lambda *_, s=slot: s())
         self.buttons = b
+        self._bind_keys()
 
         edit = QGridLayout()
         for i, key in enumerate(["polygon", "ellipse", "edit", "select", "delete", "undo"]):
@@ -155,6 +159,14 @@ class ProofreadWidget(QWidget):
         self.viewer.layers.events.inserted.connect(self.refresh_layers)
         self.viewer.layers.events.removed.connect(self.refresh_layers)
         self.refresh_layers()
+
+    def _bind_keys(self) -> None:
+        """Keyboard shortcuts in the viewer (with the canvas focused), shown in the tooltips."""
+        for key, name in SHORTCUTS.items():
+            slot = {"next": self.next_frame, "reviewed": self.mark_reviewed, "delete": self.delete_selected,
+                    "undo": self.undo}[name]
+            self.viewer.bind_key(key, lambda viewer, s=slot: s(), overwrite=True)
+            self.buttons[name].setToolTip(f"shortcut: {key}")
 
     # -- layers -------------------------------------------------------------
     def refresh_layers(self, event=None) -> None:

@@ -415,4 +415,9 @@ class SegmentationWidget(QWidget):
                 layer.data = full
                 return
             self.viewer.layers.remove(layer)
-        self.viewer.add_image(full, name=name, **kwargs)
+        occ = self.viewer.add_image(full, name=name, **kwargs)
+        cells = self._cell_layer(image)
+        if cells is not None:  # under the cells, so the map does not cover their outlines and ids
+            at, below = self.viewer.layers.index(occ), self.viewer.layers.index(cells)
+            if at > below:
+                self.viewer.layers.move(at, below)
