@@ -122,3 +122,18 @@ def test_stop_while_replay_frames_render(tmp_path):
     assert drain(job) == {"path": None, "stopped": True, "name": None}
     assert len(list((run / "data" / "synthetic").rglob("embryo_*.tif"))) == 1
     assert not list(run.glob("*.safetensors")) and "never" not in list_models()
+
+
+def test_curve_plot_draws_its_axes_and_curves(qtbot):
+    from napari_amodal._napari.widgets.finetune import CurvePlot
+
+    plot = CurvePlot()
+    qtbot.addWidget(plot)
+    plot.resize(320, 160)
+    plot.clear(100)
+    for it in range(0, 101, 10):
+        plot.add("loss", it, 2.0 - it / 100)
+    plot.add("AP", 50, 0.6)
+    image = plot.grab().toImage()
+    colours = {image.pixelColor(x, y).name() for x in range(image.width()) for y in range(image.height())}
+    assert CurvePlot.COLOURS["loss"].name() in colours and CurvePlot.COLOURS["AP"].name() in colours

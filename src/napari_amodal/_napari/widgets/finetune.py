@@ -143,23 +143,33 @@ class CurvePlot(QWidget):
     def paintEvent(self, event) -> None:
         p = QPainter(self)
         p.setRenderHint(QPainter.Antialiasing)
-        m = 6
-        w, h = max(1, self.width() - 2 * m), max(1, self.height() - 2 * m - 12)
+        m, left, right = 6, 34, 22  # margins: the left and right ones hold the scales
+        x0, w, h = left, max(1, self.width() - left - right), max(1, self.height() - 2 * m - 26)
         p.setPen(QPen(QColor(128, 128, 128)))
-        p.drawRect(m, m, w, h)
+        p.drawRect(x0, m, w, h)
         top = max((y for _, y in self.series["loss"]), default=1.0) or 1.0
         for key, scale in (("loss", top), ("AP", 1.0)):
             pts = self.series[key]
             p.setPen(QPen(self.COLOURS[key], 2))
-            mapped = [QPointF(m + w * x / self.total, m + h * (1 - min(y / scale, 1.0))) for x, y in pts]
+            mapped = [QPointF(x0 + w * x / self.total, m + h * (1 - min(y / scale, 1.0))) for x, y in pts]
             for a, b in pairwise(mapped):
                 p.drawLine(a, b)
             for q in mapped[-1:] if key == "loss" else mapped:
                 p.drawEllipse(q, 2.5, 2.5)
+        # axes: loss from 0 to its maximum on the left, AP 0..1 on the right, iterations below
+        p.setPen(QPen(self.COLOURS["loss"]))
+        p.drawText(2, m + 10, f"{top:.2g}")
+        p.drawText(2, m + h, "0")
+        p.setPen(QPen(self.COLOURS["AP"]))
+        p.drawText(x0 + w + 3, m + 10, "1")
+        p.drawText(x0 + w + 3, m + h, "0")
+        fg = QPen(self.palette().color(self.foregroundRole()))
+        p.setPen(fg)
+        p.drawText(x0, m + h + 12, "0")
+        p.drawText(x0 + w - 40, m + h + 12, f"{self.total} it")
         last = {k: v[-1][1] for k, v in self.series.items() if v}
-        text = "  ".join(f"{k} {v:.3f}" for k, v in last.items()) or "loss (blue), validation AP (orange)"
-        p.setPen(QPen(self.palette().color(self.foregroundRole())))
-        p.drawText(m, self.height() - 2, text)
+        text = "  ".join(f"{k} {v:.3f}" for k, v in last.items()) or "loss (blue, left), validation AP (orange, right)"
+        p.drawText(x0, self.height() - 2, text)
         p.end()
 
 
