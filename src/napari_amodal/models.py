@@ -161,6 +161,21 @@ def pick_device(device: str = "auto") -> str:
     return device
 
 
+def device_description(device: str = "auto") -> str:
+    """What ``device`` runs on, in words: "CPU (16 cores)", "NVIDIA H200 (cuda:0)", "Apple GPU (mps)"."""
+    import os
+
+    import torch
+
+    dev = pick_device(device)
+    if dev.startswith("cuda"):
+        index = int(dev.split(":")[1]) if ":" in dev else torch.cuda.current_device()
+        return f"{torch.cuda.get_device_name(index)} ({dev})"
+    if dev == "mps":
+        return "Apple GPU (mps)"
+    return f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
 def available_devices() -> list[str]:
     """Devices to offer in a GUI: auto, then those present."""
     import torch

@@ -468,6 +468,16 @@ def test_timelapse_dock_plots_counts_lists_kinetics_and_moves_the_slider(make_na
     assert worker is not None
 
 
+def test_the_device_in_use_is_shown_before_a_run(make_napari_viewer):
+    import os
+
+    w = SegmentationWidget(make_napari_viewer())
+    w.device.setCurrentText("cpu")
+    assert w.device_info.text().startswith(f"runs on CPU ({os.cpu_count()} cores")
+    w.device.setCurrentText("auto")  # no GPU on the test machines: auto is the CPU too
+    assert "CPU" in w.device_info.text() or "cuda" in w.device_info.text()
+
+
 def test_the_docks_fit_a_1080_pixel_screen(make_napari_viewer):
     from napari_amodal._napari.widgets import FinetuneWidget, TimelapseWidget
 

@@ -143,6 +143,8 @@ class SegmentationWidget(QWidget):
         form.addRow("Model", self.model)
         form.addRow("Model file", path_row)
         form.addRow("Device", self.device)
+        self.device_info = QLabel("")
+        form.addRow("", self.device_info)
         form.addRow("Score threshold", self.threshold)
         form.addRow("", self.temporal)
         form.addRow("Focal plane", self.plane)
@@ -171,6 +173,16 @@ class SegmentationWidget(QWidget):
             names = []
         self.model.addItems(names + [FILE_CHOICE])
         self.device.addItems(available_devices())
+        self.device.currentTextChanged.connect(self._show_device)
+        self._show_device()
+
+    def _show_device(self, *args) -> None:
+        from ...models import device_description
+
+        try:
+            self.device_info.setText("runs on " + device_description(self.device.currentText() or "auto"))
+        except Exception as e:  # noqa: BLE001 - a device that cannot be used is said so, not raised
+            self.device_info.setText(f"not usable: {e}")
 
     def _browse_model(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Model file", "", "Models (*.safetensors)")
