@@ -44,6 +44,16 @@ def scroll_body(widget):
     return body
 
 
+def fill_units(image, um_per_px, minutes) -> None:
+    """Fill the pixel-size (µm) and frame-interval (min) boxes from ``image``'s file metadata
+    (ImageJ, OME: kept by the reader), leaving boxes the user has set (non-zero) alone."""
+    meta = image.metadata.get(META_KEY, {}) if image is not None else {}
+    if not um_per_px.value() and meta.get("um_per_px"):
+        um_per_px.setValue(float(meta["um_per_px"]))
+    if not minutes.value() and meta.get("hours_per_frame"):
+        minutes.setValue(float(meta["hours_per_frame"]) * 60.0)
+
+
 def report_error(error) -> None:
     """Show an error as a napari notification (never only a console traceback)."""
     show_error(str(error) if not isinstance(error, str) else error)

@@ -40,7 +40,6 @@ from qtpy.QtWidgets import (
 from ...train.finetune import DEFAULTS
 from ..layers import META_KEY
 from ._common import (
-    scroll_body,
     cells_name,
     image_axes,
     image_file,
@@ -49,6 +48,7 @@ from ._common import (
     layer_frames,
     report_error,
     report_info,
+    scroll_body,
     start_worker,
 )
 

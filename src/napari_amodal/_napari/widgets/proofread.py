@@ -34,10 +34,10 @@ from qtpy.QtWidgets import (
 from ... import project as core
 from ..layers import META_KEY, NEW_CELL_DEFAULTS
 from ._common import (
-    scroll_body,
     cells_layer_tuple,
     cells_name,
     current_frame,
+    fill_units,
     frame_axis,
     image_axes,
     image_file,
@@ -47,6 +47,7 @@ from ._common import (
     report_error,
     report_info,
     restore,
+    scroll_body,
     set_features,
     snapshot,
 )
@@ -188,14 +189,7 @@ class ProofreadWidget(QWidget):
         self._connect_layer()
 
     def _fill_units(self) -> None:
-        """Pixel size and frame interval from the image file's own metadata (ImageJ, OME), for
-        boxes the user has left empty (0)."""
-        image = self._image_layer()
-        meta = image.metadata.get(META_KEY, {}) if image is not None else {}
-        if not self.um_per_px.value() and meta.get("um_per_px"):
-            self.um_per_px.setValue(float(meta["um_per_px"]))
-        if not self.minutes.value() and meta.get("hours_per_frame"):
-            self.minutes.setValue(float(meta["hours_per_frame"]) * 60.0)
+        fill_units(self._image_layer(), self.um_per_px, self.minutes)
 
     @property
     def layer(self):

@@ -29,7 +29,6 @@ from qtpy.QtWidgets import (
 
 from ..layers import META_KEY, OCCLUSION_STYLE
 from ._common import (
-    scroll_body,
     SegmentationResult,
     cells_name,
     continued_tracker,
@@ -40,12 +39,13 @@ from ._common import (
     is_cell_layer,
     layer_plane,
     occlusion_name,
-    tracks_name,
     recolour,
     report_error,
     report_info,
+    scroll_body,
     set_shapes,
     start_worker,
+    tracks_name,
 )
 
 FILE_CHOICE = "file..."

@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..layers import META_KEY
-from ._common import is_cell_layer, report_error, scroll_body
+from ._common import fill_units, is_cell_layer, report_error, scroll_body
 
 KINETIC_ROWS = ("t2", "t3", "t4", "t5", "t6", "t7", "t8", "cc2", "s2", "s3", "direct_cleavage",
                 "reverse_cleavage", "evenness_2", "evenness_4", "evenness_8")
@@ -182,12 +182,7 @@ class TimelapseWidget(QWidget):
     def _fill_units(self) -> None:
         layer = self.layer
         src = layer.metadata.get(META_KEY, {}).get("source_image") if layer is not None else None
-        image = self.viewer.layers[src] if src and src in self.viewer.layers else None
-        meta = image.metadata.get(META_KEY, {}) if image is not None else {}
-        if not self.um_per_px.value() and meta.get("um_per_px"):
-            self.um_per_px.setValue(float(meta["um_per_px"]))
-        if not self.minutes.value() and meta.get("hours_per_frame"):
-            self.minutes.setValue(float(meta["hours_per_frame"]) * 60.0)
+        fill_units(self.viewer.layers[src] if src and src in self.viewer.layers else None, self.um_per_px, self.minutes)
 
     @property
     def layer(self):
