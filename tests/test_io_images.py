@@ -84,6 +84,8 @@ def test_physical_scale_from_imagej_and_ome_metadata(tmp_path):
     tifffile.imwrite(tmp_path / "ij.tif", a, imagej=True, resolution=(1 / 0.4, 1 / 0.4),
                      metadata={"axes": "TYX", "finterval": 600, "unit": "um"})
     assert physical_scale(tmp_path / "ij.tif") == pytest.approx({"um_per_px": 0.4, "hours_per_frame": 600 / 3600})
+    tifffile.imwrite(tmp_path / "ij_min.tif", a, imagej=True, metadata={"axes": "TYX", "finterval": 15, "tunit": "min"})
+    assert physical_scale(tmp_path / "ij_min.tif") == pytest.approx({"hours_per_frame": 0.25})
     tifffile.imwrite(tmp_path / "ome.tif", a, ome=True, metadata={
         "axes": "TYX", "PhysicalSizeX": 350, "PhysicalSizeXUnit": "nm", "TimeIncrement": 15, "TimeIncrementUnit": "min"})
     assert physical_scale(tmp_path / "ome.tif") == pytest.approx({"um_per_px": 0.35, "hours_per_frame": 0.25})

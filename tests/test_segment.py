@@ -219,6 +219,17 @@ class _SizedModel(torch.nn.Module):
                  "scores": torch.full((n,), 0.9), "masks": masks} for _ in images]
 
 
+def test_the_trained_input_size_pair_is_kept_without_input_size():
+    model = _SizedModel(40)
+    model.transform.min_size, model.transform.max_size = (800,), 1333  # torchvision's defaults
+    Segmenter(model, device="cpu")(np.zeros((2, 64, 64), np.uint8) + 9, temporal=False)
+    assert model.sizes == [1333, 1333] and model.transform.min_size == (800,)
+    auto = _SizedModel(0)
+    auto.transform.min_size, auto.transform.max_size = (200,), 224
+    Segmenter(auto, device="cpu", input_size="auto")(np.zeros((2, 64, 64), np.uint8) + 9, temporal=False)
+    assert auto.transform.min_size == (200,) and auto.transform.max_size == 224  # restored after the stack
+
+
 @pytest.mark.parametrize("radius, size", [(40, 320), (100, 224), (10, 384), (0, 224)])
 def test_auto_input_size_brings_the_embryo_to_the_size_the_model_knows(radius, size):
     from napari_amodal.segment import EMBRYO_PX

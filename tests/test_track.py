@@ -45,6 +45,14 @@ def test_laptrack_linker_follows_the_sample_lineage_and_closes_gaps():
     gap[2] = gap[2].select(np.arange(len(gap[2])) != 0)
     link_laptrack(gap)
     assert gap[3].track_ids[0] == gap[1].track_ids[0] and len(set(gap[3].track_ids.tolist())) == len(gap[3])
+    # frames in any order give the same lineage; a cell with an empty mask is left unlinked
+    shuffled = [FrameInstances.from_masks(f.masks, shape=f.shape, frame=f.frame) for f in gt][::-1]
+    shuffled[0].masks[0] = False
+    link_laptrack(shuffled)
+    by_frame = {f.frame: f for f in shuffled}
+    assert by_frame[13].track_ids[0] == -1
+    for g in gt[:13]:
+        assert by_frame[g.frame].track_ids.tolist() == [relabel[int(t)] for t in g.track_ids]
 
 
 def test_division_of_a_lone_cell():

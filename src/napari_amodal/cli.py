@@ -374,21 +374,28 @@ def cmd_measure(args) -> int:
 def cmd_export(args) -> int:
     from .data.coco import read_amodal
     from .data.ctc import write_ctc
+    from .write import output_stem
 
     if args.score_threshold is not None and not 0.0 <= args.score_threshold <= 1.0:
         raise ValueError(f"--score-threshold must be between 0 and 1, got {args.score_threshold}")
     suffix = "_GT" if args.kind == "gt" else "_RES"
+    jobs = []  # (input, file_name, folder): every folder is decided before any is written
     for inp in args.inputs:
         records, _ = read_amodal(inp, lazy=True)
-        groups: dict[str, list] = {}
-        for r in records:
-            groups.setdefault(r.file_name, []).append(r)
-        for name, group in groups.items():
-            frames = [r.load() for r in group]
-            if args.score_threshold is not None:
-                frames = [f.select(f.scores >= args.score_threshold) for f in frames]
-            stem = Path(name).name.split(".")[0] if name else Path(inp).stem
-            print(write_ctc(frames, Path(args.out) / f"{stem}{suffix}", kind=args.kind))
+        for name in dict.fromkeys(r.file_name for r in records):
+            stem = output_stem(name) if name else Path(inp).stem
+            jobs.append((inp, name, Path(args.out) / f"{stem}{suffix}"))
+    folders = [str(j[2]) for j in jobs]
+    clash = sorted({f for f in folders if folders.count(f) > 1})
+    if clash:
+        raise ValueError(f"two time-lapses would be exported into the same folder: {', '.join(clash)}; "
+                         "export them into separate --out folders")
+    for inp, name, folder in jobs:
+        records, _ = read_amodal(inp, lazy=True)
+        frames = [r.load() for r in records if r.file_name == name]
+        if args.score_threshold is not None:
+            frames = [f.select(f.scores >= args.score_threshold) for f in frames]
+        print(write_ctc(frames, folder, kind=args.kind))
     return 0
 
 

@@ -88,7 +88,7 @@ def guess_axes(shape: tuple[int, ...]) -> str:
 _LENGTH_UM = {"um": 1.0, "µm": 1.0, "\u03bcm": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
               "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
 _TIME_HOURS = {"s": 1 / 3600, "sec": 1 / 3600, "second": 1 / 3600, "seconds": 1 / 3600, "ms": 1 / 3.6e6,
-               "min": 1 / 60, "minute": 1 / 60, "minutes": 1 / 60, "h": 1.0, "hour": 1.0, "hours": 1.0}
+               "min": 1 / 60, "minute": 1 / 60, "minutes": 1 / 60, "h": 1.0, "hr": 1.0, "hour": 1.0, "hours": 1.0}
 
 
 def _positive(value) -> float | None:
@@ -104,7 +104,7 @@ def physical_scale(path) -> dict:
 
     Read from OME-XML (``PhysicalSizeX`` with its unit, µm by default; ``TimeIncrement``
     with its unit, seconds by default) or ImageJ metadata (``XResolution`` in pixels per
-    ``unit``; ``finterval`` in seconds). Values that are missing, not positive or in units
+    ``unit``; ``finterval`` in ``tunit``, seconds by default). Values that are missing, not positive or in units
     it does not know are left out rather than guessed.
 
     Returns:
@@ -156,6 +156,7 @@ def _imagej_scale(meta: dict, tags) -> dict:
         if per_px:
             out["um_per_px"] = per_px * _LENGTH_UM[unit]
     step = _positive(meta.get("finterval"))
-    if step:
-        out["hours_per_frame"] = step / 3600
+    factor = _TIME_HOURS.get(str(meta.get("tunit", "sec")).lower())  # ImageJ: finterval in tunit
+    if step and factor:
+        out["hours_per_frame"] = step * factor
     return out

@@ -314,6 +314,8 @@ def measure(frames, um_per_px: float | None = None, hours_per_frame: float | Non
         score_threshold: drop cells scored below it first (0..1; default: keep all).
         max_cells, persist: see :func:`cleavage_times`.
     """
+    if int(max_cells) < 2:
+        raise ValueError(f"max_cells must be at least 2 (t2 is the first cleavage time), got {max_cells}")
     if score_threshold is not None and not 0.0 <= score_threshold <= 1.0:
         raise ValueError(f"the score threshold must be between 0 and 1, got {score_threshold!r}")
     if not math.isfinite(start_hours):

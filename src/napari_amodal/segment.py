@@ -167,6 +167,8 @@ class Segmenter:
         self.input_size = input_size
         transform = getattr(self.model, "transform", None)  # absent in models scripted for tests
         self.trained_size = int(transform.max_size) if transform is not None else None
+        # the pair the model was trained with, restored after every stack (min may differ from max)
+        self._trained = (transform.min_size, transform.max_size) if transform is not None else None
         if input_size is not None and self.trained_size is None:
             raise ValueError("this model does not resize its input: input_size must be None")
 
@@ -224,19 +226,23 @@ class Segmenter:
             self._set_input_size(size)
             yield from self._iter_batches(view, indices, file_name, threshold, decoder, tracker)
         finally:
-            self._set_input_size(self.trained_size)
+            self._set_input_size(None)
 
     def _set_input_size(self, size: int | None) -> None:
-        if size is None:
+        """Resize frames to ``size`` px (long side) for the network; None: as trained."""
+        if self._trained is None:
             return
-        self.model.transform.min_size = (int(size),)
-        self.model.transform.max_size = int(size)
+        if size is None:
+            self.model.transform.min_size, self.model.transform.max_size = self._trained
+        else:
+            self.model.transform.min_size = (int(size),)
+            self.model.transform.max_size = int(size)
 
     def stack_input_size(self, view, indices: Sequence[int]) -> int | None:
-        """The network input size for this stack (see ``input_size``): with "auto", a few
-        frames spread over ``indices`` are segmented at the trained size first."""
+        """The network input size for this stack (see ``input_size``; None: as trained): with
+        "auto", a few frames spread over ``indices`` are segmented at the trained size first."""
         if self.input_size is None:
-            return self.trained_size
+            return None
         if self.input_size != "auto":
             return int(self.input_size)
         import torch
@@ -245,7 +251,7 @@ class Segmenter:
         from .utils import flush_denormals
 
         probe = [indices[int(i)] for i in np.linspace(0, len(indices) - 1, min(PROBE_FRAMES, len(indices)))]
-        self._set_input_size(self.trained_size)
+        self._set_input_size(None)
         found = []
         for t in dict.fromkeys(probe):
             image = np.asarray(view[t])
@@ -255,7 +261,7 @@ class Segmenter:
             found.append(outputs_to_instances(out, tuple(x.shape[-2:]), score_threshold=0.5))
         side = embryo_extent(found)
         if side is None:
-            return self.trained_size
+            return None
         at_trained = side * self.trained_size / max(view.shape[1:3])  # the embryo at the trained size (px)
         scale = float(np.clip(EMBRYO_PX / max(at_trained, 1.0), 1.0, MAX_UPSCALE))
         size = int(round(self.trained_size * scale / 32) * 32)

@@ -120,18 +120,26 @@ def laptrack_links(points: np.ndarray, max_move: float = 0.5, max_split: float =
     from laptrack import LapTrack
 
     points = np.asarray(points, np.float64).reshape(-1, 4)
-    if not len(points):
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    d = max(float(np.median(points[:, 3])), 1.0)
+    ids, parents = np.full(len(points), -1, np.int64), np.full(len(points), -1, np.int64)
+    real = np.flatnonzero(points[:, 3] > 0)  # a cell with an empty mask has no place to be linked from
+    if not len(real):
+        return ids, parents
+    pts = points[real]
+    d = max(float(np.median(pts[:, 3])), 1.0)
     tracker = LapTrack(cutoff=(max_move * d) ** 2, gap_closing_cutoff=(max_move * d) ** 2,
                        gap_closing_max_frame_count=gap_frames, splitting_cutoff=(max_split * d) ** 2)
-    # laptrack numbers frames 0..T-1 without holes: map our frame indices onto their ranks
-    frames = np.unique(points[:, 0])
-    coords = pd.DataFrame({"frame": np.searchsorted(frames, points[:, 0]), "y": points[:, 1], "x": points[:, 2]})
+    # frames counted from the first (laptrack takes frames without cells as gaps); "row" carries each
+    # cell through laptrack, which returns its rows in its own order
+    coords = pd.DataFrame({"frame": (pts[:, 0] - pts[:, 0].min()).astype(np.int64), "y": pts[:, 1], "x": pts[:, 2],
+                           "row": np.arange(len(pts))})
     tracks, splits, _ = tracker.predict_dataframe(coords, ["y", "x"], only_coordinate_cols=False)
-    ids = tracks.loc[coords.index, "track_id"].to_numpy(np.int64) + 1  # one row per cell, in our order
+    tracks = tracks.sort_values("row")
+    if not np.array_equal(tracks["row"].to_numpy(), np.arange(len(pts))):
+        raise RuntimeError("laptrack did not return one row per cell")
     mother = dict(zip(splits["child_track_id"] + 1, splits["parent_track_id"] + 1)) if len(splits) else {}
-    return ids, np.array([mother.get(int(t), -1) for t in ids], np.int64)
+    ids[real] = tracks["track_id"].to_numpy(np.int64) + 1
+    parents[real] = [mother.get(int(t), -1) for t in ids[real]]
+    return ids, parents
 
 
 def link_laptrack(frames: list[FrameInstances], **kwargs) -> list[FrameInstances]:

@@ -107,5 +107,39 @@ def test_cli_export_writes_one_folder_per_time_lapse(tmp_path, capsys):
     assert (tmp_path / "ctc" / "f_RES" / "res_track.txt").read_text() == "1 0 1 0\n"
     assert main(["-q", "export", str(tmp_path / "pred.json"), "--out", str(tmp_path / "ctc"), "--kind", "gt"]) == 0
     assert (tmp_path / "ctc" / "e_GT" / "TRA" / "man_track.txt").exists()
+    write_coco(tmp_path / "again.json", lineage(), [{"id": 1, "name": "cell"}])  # e.tif once more
+    assert main(["-q", "export", str(tmp_path / "pred.json"), str(tmp_path / "again.json"),
+                 "--out", str(tmp_path / "two")]) == 2
+    assert "same folder" in capsys.readouterr().err and not (tmp_path / "two").exists()
     assert main(["-q", "export", str(tmp_path / "missing.json"), "--out", str(tmp_path / "ctc")]) == 2
     assert "missing.json" in capsys.readouterr().err
+
+
+def test_a_failed_swap_puts_the_earlier_export_back(tmp_path, monkeypatch):
+    import os
+    from pathlib import Path
+
+    write_ctc(lineage(), tmp_path / "01_RES")
+    before = (tmp_path / "01_RES" / "res_track.txt").read_text()
+    assert (tmp_path / "01_RES").stat().st_mode & 0o777 == 0o777 & ~_umask_now()
+    rename = Path.rename
+
+    def failing(self, target):
+        if Path(target).name == "01_RES" and ".tmp" in self.name:
+            raise OSError(28, "No space left on device")
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", failing)
+    with pytest.raises(OSError):
+        write_ctc(lineage()[:2], tmp_path / "01_RES")
+    assert (tmp_path / "01_RES" / "res_track.txt").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["01_RES"]
+    assert os.path.isdir(tmp_path / "01_RES")
+
+
+def _umask_now():
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -508,3 +508,7 @@ def test_proofreading_shortcuts(segmented):
     press("Shift-U")  # undo
     assert p.reviewed() == set()
     assert "Shift-N" in p.buttons["next"].toolTip()
+    from napari_amodal._napari.widgets.proofread import SHORTCUTS, _unbind
+
+    _unbind(viewer, list(SHORTCUTS))  # what closing the dock does
+    assert KeyBinding.from_str("Shift-N") not in viewer.keymap

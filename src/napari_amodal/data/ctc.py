@@ -22,6 +22,7 @@ Two conventions decide how amodal instances become CTC tracks:
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -129,6 +130,7 @@ def write_ctc(frames: Iterable[FrameInstances], folder, kind: str = "res") -> Pa
     digits = 3 if frames[-1].frame < 1000 else 4
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     try:
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would hide the result from the rest of a lab
         inner = tmp / "TRA" if kind == "gt" else tmp
         inner.mkdir(exist_ok=True)
         stem = "man_track" if kind == "gt" else "mask"
@@ -149,7 +151,19 @@ def _swap_in(new: Path, folder: Path) -> None:
         raise NotADirectoryError(f"{folder}: the output is a file, not a folder")
     old = folder.with_name(f".{folder.name}.old")
     shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
+    had = folder.exists()
+    if had:
         folder.rename(old)
-    new.rename(folder)
+    try:
+        new.rename(folder)
+    except OSError:
+        if had:  # put the earlier export back
+            old.rename(folder)
+        raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

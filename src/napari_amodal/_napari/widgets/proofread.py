@@ -65,6 +65,13 @@ def default_autosave_dir() -> Path:
 SHORTCUTS = {"Shift-N": "next", "Shift-R": "reviewed", "Shift-D": "delete", "Shift-U": "undo"}
 
 
+def _unbind(viewer, keys) -> None:
+    from napari.utils.key_bindings import KeyBinding
+
+    for key in keys:
+        viewer.keymap.pop(KeyBinding.from_str(key), None)
+
+
 class ProofreadWidget(QWidget):
     """Add, delete, edit and renumber cells; walk the frames needing attention; save."""
 
@@ -168,6 +175,8 @@ class ProofreadWidget(QWidget):
                     "undo": self.undo}[name]
             self.viewer.bind_key(key, lambda viewer, s=slot: s(), overwrite=True)
             self.buttons[name].setToolTip(f"shortcut: {key}")
+        viewer, keys = self.viewer, list(SHORTCUTS)
+        self.destroyed.connect(lambda *_: _unbind(viewer, keys))  # no key may call a closed dock
 
     # -- layers -------------------------------------------------------------
     def refresh_layers(self, event=None) -> None:

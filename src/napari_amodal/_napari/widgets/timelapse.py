@@ -133,6 +133,7 @@ class TimelapseWidget(QWidget):
         self.worker = None
         self.figures: dict | None = None
         self.cells = QComboBox()
+        self.cells.currentTextChanged.connect(lambda *_: self._fill_units())
         self.um_per_px = QDoubleSpinBox()
         self.um_per_px.setRange(0.0, 1000.0)
         self.um_per_px.setDecimals(4)
@@ -208,11 +209,15 @@ class TimelapseWidget(QWidget):
         self.update_button.setEnabled(False)
         worker = create_worker(timelapse_figures, data, um, hours, _ignore_errors=True)
         worker.returned.connect(self._show)
-        worker.errored.connect(lambda e: report_error(f"Could not measure the time-lapse: {e}"))
+        worker.errored.connect(self._failed)
         worker.finished.connect(self._finished)
         self.worker = worker
         worker.start()
         return worker
+
+    def _failed(self, error) -> None:
+        self.status.setText("not measured (see the notification)")
+        report_error(f"Could not measure the time-lapse: {error}")
 
     def _finished(self) -> None:
         self.worker = None
