@@ -124,8 +124,8 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--families", nargs="*", choices=FAMILIES, default=list(FAMILIES), help="held-out families")
     ap.add_argument("--score-threshold", type=float, default=0.5)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--input-size", type=lambda v: v if v == "auto" else int(v), default=None,
-                    help="network input size: auto (per stack) or pixels (default: the trained size)")
+    ap.add_argument("--input-size", type=lambda v: v if v in ("auto", "trained") else int(v), default=None,
+                    help="network input size: auto (per stack), trained, or pixels (default: what the model says)")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args(argv)
 
@@ -138,7 +138,7 @@ def main(argv=None) -> list[dict]:
             rows.append(row)
             print_row(row)
     print(f"machine: {platform.machine()} {platform.processor() or ''} ({os.cpu_count()} cores), {args.device}; "
-          f"input size {args.input_size or 'trained'}; {args.split} split, {args.sequences} x {args.frames} frames per family, score threshold {args.score_threshold}")
+          f"input size {args.input_size or 'default'}; {args.split} split, {args.sequences} x {args.frames} frames per family, score threshold {args.score_threshold}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return rows

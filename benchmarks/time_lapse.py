@@ -89,7 +89,7 @@ def score_family(seg, family: str, args) -> dict:
     from napari_amodal.evaluate.time_lapse import cleavage_figures, count_figures, division_figures
 
     seed = VAL_SEED[family] if args.split == "val" else None
-    setting = f"{Path(args.model).stem}-{args.input_size or 'trained'}-size"  # detections depend on both
+    setting = f"{Path(args.model).stem}-{args.input_size or 'default'}-size"  # detections depend on both
     cache = Path(args.cache) / setting / args.split / family if args.cache else None
     acc = {name: {"count": [], "cleavage": [], "missed": 0, "div": np.zeros(3), "seconds": 0.0, "frames": 0,
                   "TRA": [], "DET": []}
@@ -138,8 +138,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--cache", help="keep raw detections here and reuse them")
     ap.add_argument("--no-ctc", action="store_true", help="skip the CTC measures (TRA, DET)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--input-size", type=lambda v: v if v == "auto" else int(v), default=None,
-                    help="network input size: auto (per stack) or pixels (default: the trained size)")
+    ap.add_argument("--input-size", type=lambda v: v if v in ("auto", "trained") else int(v), default=None,
+                    help="network input size: auto (per stack), trained, or pixels (default: what the model says)")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args(argv)
 
@@ -157,7 +157,7 @@ def main(argv=None) -> dict:
                   f"R {r['division_recall']:.3f} of {r['true_divisions']} | {ctc}{r['frames']} frames, "
                   f"decode {r['ms_per_frame']:.1f} ms/frame")
     print(f"machine: {platform.machine()} {platform.processor() or ''} ({os.cpu_count()} cores), {args.device}; "
-          f"model {args.model} (input size {args.input_size or 'trained'}); {args.split} split, {args.sequences} x {args.frames} frames per family")
+          f"model {args.model} (input size {args.input_size or 'default'}); {args.split} split, {args.sequences} x {args.frames} frames per family")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return out

@@ -285,3 +285,14 @@ def test_pixel_size_and_frame_interval_from_the_tiff_reach_the_measurements(tmp_
     assert [r["time"] for r in m.frames] == [0.25 * t for t in range(8)] and m.frames[0]["time_unit"] == "h"
     disk = m.cells[0]
     assert disk["area_unit"] == "um2" and disk["area"] == pytest.approx(frames[0].areas[0] * 0.25)
+
+
+def test_the_model_config_asks_for_the_auto_input_size():
+    from napari_amodal.model import get_config
+
+    config = get_config("lean").replace(auto_input_size=True)
+    assert Segmenter(_SizedModel(40), device="cpu", config=config).input_size == "auto"
+    assert Segmenter(_SizedModel(40), device="cpu", config=config, input_size="trained").input_size is None
+    assert Segmenter(_SizedModel(40), device="cpu", config=get_config("lean")).input_size is None
+    bundled = Segmenter.load("bundled", device="cpu")
+    assert bundled.input_size == "auto" and bundled.config.auto_input_size

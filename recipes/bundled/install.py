@@ -41,7 +41,7 @@ LIMIT_MB = 32
 RECIPE_INFERENCE = Path(__file__).with_name("inference.json")
 INFERENCE_FIELDS = (
     "box_score_thresh", "box_nms_thresh", "box_detections_per_img", "box_refine_steps",
-    "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test",
+    "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "auto_input_size",
 )
 
 

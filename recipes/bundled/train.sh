@@ -14,7 +14,10 @@
 # stage 6 (OUT6): 1,200 x batch 8 at lr 0.005 from stage 5 on 14 + 4 more (seeds 6300,
 # 7300), on a 2-core CPU (about 1.5 h; DEVICE6=cpu, as it was made); stage 7 (OUT7): 1,000 x
 # batch 8 at lr 0.005 from the installed stage-6 file on both synthetic families
-# (recipes/bundled/stage7_mixed.sh), on the CPU.
+# (recipes/bundled/stage7_mixed.sh), on the CPU; stage 8 (OUT8): 1,500 x batch 8 from the installed
+# stage-7 file on 8 + 2 hoffman and 16 + 4 volume sets (seeds 6410, 7410, 8020, 8120); stage 9
+# (OUT9): 1,000 x batch 8 from stage 8 on the same sets, each image resized to one of 224-384 px
+# at random (multi-scale), shipped with the per-stack input size (inference.json auto_input_size).
 # 5,600 x batch 4 + 5,200 x batch 8 in all. Stages 3-5 ran on a GPU with mixed
 # precision (DEVICE3=auto picks CUDA when present; on 2 CPU cores stage 3 takes about
 # 1.5 h, stages 4 and 5 together about 8 h; WORKERS45=2 there). Every step is seeded. Training resumes
@@ -29,6 +32,8 @@ OUT4=${OUT4:-${OUT}4}
 OUT5=${OUT5:-${OUT}5}
 OUT6=${OUT6:-${OUT}6}
 OUT7=${OUT7:-${OUT}7}
+OUT8=${OUT8:-${OUT}8}
+OUT9=${OUT9:-${OUT}9}
 ITERATIONS=${ITERATIONS:-1600}
 ITERATIONS2=${ITERATIONS2:-2400}
 NA=${NAPARI_AMODAL:-napari-amodal}
@@ -88,6 +93,19 @@ STEP=all INIT=src/napari_amodal/models/bundled.safetensors DATA="${DATA}7" OUT="
   LR=0.005 VAL_EVERY=250 SEED=7 DEVICE="${DEVICE7:-cpu}" WORKERS=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" \
   NAPARI_AMODAL="$NA" bash recipes/bundled/stage7_mixed.sh
 
-# 10. ship it: weights + config (with the inference-only settings of inference.json) +
-#     checksum + all stages' training logs into the package
+# 10. install stage 7 (as shipped then)
 python recipes/bundled/install.py "$OUT" "$OUT2" "$OUT3" "$OUT4" "$OUT5" "$OUT6" "$OUT7"
+
+# 11. stage 8 from that file on more volume sets (2-core CPU, 1,500 x batch 8, about 60 min), and
+#     stage 9 from stage 8 at input sizes 224-384 px (1,000 x batch 8, about 65 min); both chosen
+#     by the recipe's rule (best validation AP: iterations 500 and 1,000)
+S8=(SEEDH=6410 SEEDH5=7410 SEEDV=8020 SEEDV3=8120 JOBS_H=8 JOBS_V=16 DATA="${DATA}8" BATCH=8 LR=0.005 VAL_EVERY=250
+    DEVICE="${DEVICE8:-cpu}" WORKERS=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" NAPARI_AMODAL="$NA")
+env "${S8[@]}" STEP=all INIT=src/napari_amodal/models/bundled.safetensors OUT="$OUT8" ITERATIONS=1500 SEED=8 \
+  bash recipes/bundled/stage7_mixed.sh
+env "${S8[@]}" STEP=train INIT="$OUT8/model.safetensors" OUT="$OUT9" ITERATIONS=1000 SEED=9 \
+  INPUT_SIZES="224 256 288 320 352 384" bash recipes/bundled/stage7_mixed.sh
+
+# 12. ship it: weights + config (with the inference-only settings of inference.json) +
+#     checksum + all stages' training logs into the package
+python recipes/bundled/install.py "$OUT" "$OUT2" "$OUT3" "$OUT4" "$OUT5" "$OUT6" "$OUT7" "$OUT8" "$OUT9"

@@ -308,7 +308,7 @@ def _segment_on_cluster(args) -> int:
     results = segment_many(args.inputs, args.out, model=args.model, device=args.device,
                            score_threshold=args.score_threshold, batch_size=args.batch_size,
                            workers=args.workers or 1, threads_per_worker=args.threads_per_worker,
-                           scheduler=args.scheduler, plane=args.plane, channel=args.channel,
+                           scheduler=args.scheduler, input_size=args.input_size, plane=args.plane, channel=args.channel,
                            temporal=not args.per_frame, linker=args.linker)
     for done, r in enumerate(results, start=1):
         if r.error:
@@ -323,6 +323,15 @@ def _segment_on_cluster(args) -> int:
     return 1 if failed else 0
 
 
+def _input_size(text: str):
+    if text in ("auto", "trained"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, trained or a number of pixels, got {text!r}") from None
+
+
 def cmd_segment(args) -> int:
     from .segment import Segmenter
     from .write import segment_files
@@ -331,7 +340,7 @@ def cmd_segment(args) -> int:
     if args.workers is not None or args.scheduler:
         return _segment_on_cluster(args)
     segmenter = Segmenter.load(args.model, device=args.device, score_threshold=args.score_threshold,
-                               batch_size=args.batch_size)
+                               batch_size=args.batch_size, input_size=args.input_size)
     print(f"model {args.model} on {segmenter.device}", file=sys.stderr)
     for inp in args.inputs:
         bar = _Progress(Path(inp).name, args.quiet)
@@ -551,6 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--linker", choices=("overlap", "laptrack"), default="overlap",
                     help="how cells are linked into tracks: overlap (frame to frame by mask overlap, default) or "
                          "laptrack (the whole time-lapse at the end: gaps closed, divisions by centroid distance)")
+    sg.add_argument("--input-size", type=_input_size, metavar="auto|trained|PX",
+                    help="network input size: auto (per stack, from the embryo's size), trained, or pixels "
+                         "(default: what the model says; the bundled model: auto)")
     sg.add_argument("--workers", type=int, metavar="N",
                     help="segment the stacks on a local Dask cluster of N worker processes (one model each)")
     sg.add_argument("--threads-per-worker", type=int, default=1, metavar="T",

@@ -144,8 +144,9 @@ class Segmenter:
         score_threshold: minimum detection score of a kept cell (0..1).
         mask_threshold: probability above which a pixel belongs to a mask.
         batch_size: frames per forward pass (default: 4 on GPU, 1 on CPU).
-        input_size: the long side (px) frames are resized to for the network: ``None`` the
-            trained size; ``"auto"`` per stack, from the trained size up to 1.72x of it, so
+        input_size: the long side (px) frames are resized to for the network: ``None`` what
+            the model's config says (``auto_input_size``: "auto", else the trained size);
+            ``"trained"`` the trained size; ``"auto"`` per stack, from the trained size up to 1.72x of it, so
             that the embryo (measured on a few frames at the trained size) is as large as
             the model saw it best; or a number.
     """
@@ -162,8 +163,12 @@ class Segmenter:
         self.mask_threshold = float(mask_threshold)
         self.batch_size = batch_size or (4 if self.device.startswith("cuda") else 1)
         self.last_results: list[FrameInstances] = []
+        if input_size is None and getattr(config, "auto_input_size", False):
+            input_size = "auto"  # what the model's config asks for
+        if input_size == "trained":
+            input_size = None
         if not (input_size is None or input_size == "auto" or (isinstance(input_size, int) and input_size >= 32)):
-            raise ValueError(f"input size must be 'auto' or a number of pixels >= 32, got {input_size!r}")
+            raise ValueError(f"input size must be 'auto', 'trained' or a number of pixels >= 32, got {input_size!r}")
         self.input_size = input_size
         transform = getattr(self.model, "transform", None)  # absent in models scripted for tests
         self.trained_size = int(transform.max_size) if transform is not None else None

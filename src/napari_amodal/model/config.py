@@ -51,6 +51,9 @@ class ModelConfig:
     box_nms_thresh: float = 0.5
     box_detections_per_img: int = 100
     box_refine_steps: int = 0  # inference: passes of the box head over its own detections (0: torchvision's)
+    # inference: resize each stack so its embryo appears at the size the model sees best
+    # (Segmenter input_size "auto"); for models trained at several input sizes
+    auto_input_size: bool = False
     # amodal mask slot
     mask_head: str = "vq_refine"  # one of MASK_HEADS
     mask_size: int = 64  # M: VQ-VAE/VAE mask side; code grid M/8; RoI features M/4 (fcn: 14 -> 28)
