@@ -19,19 +19,21 @@ def frame(t, cells, shape=(20, 20), visible=False):
 
 
 def lineage():
-    """Track 1 divides into 2 and 3 after frame 1; 3 is missed in frame 3; an unknown cell in frame 2."""
+    """Track 1 divides into 2 and 3 after frame 1; 3 is missed in frame 3; an unknown cell in frame 2;
+    frame 5 has no cell."""
     return [
         frame(0, [(1, -1, 2, 2, 8)]),
         frame(1, [(1, -1, 2, 2, 8)]),
         frame(2, [(2, 1, 2, 2, 4), (3, 1, 8, 8, 4), (-1, -1, 15, 15, 3)]),
         frame(3, [(2, 1, 2, 2, 4)]),
         frame(4, [(3, 1, 8, 8, 4), (2, 1, 2, 2, 4)]),
+        frame(5, []),
     ]
 
 
 def test_tracks_follow_divisions_and_split_at_gaps():
     labels, tracks = ctc_labels(lineage()[::-1])  # any order in, time order out
-    assert [lab.tolist() for lab in labels] == [[1], [1], [2, 3, 4], [2], [5, 2]]
+    assert [lab.tolist() for lab in labels] == [[1], [1], [2, 3, 4], [2], [5, 2], []]
     # mother 1 (frames 0-1), daughters 2 and 3 from frame 2, the unknown cell alone, 3 back after its gap as 5
     assert tracks == [(1, 0, 1, 0), (2, 2, 4, 1), (3, 2, 2, 1), (4, 2, 2, 0), (5, 4, 4, 3)]
 
@@ -58,16 +60,17 @@ def test_write_ctc_files_and_self_score(tmp_path):
     write_ctc(gt, tmp_path / "01_GT", kind="gt")
     write_ctc(gt, tmp_path / "01_RES")
     names = sorted(p.name for p in (tmp_path / "01_RES").iterdir())
-    assert names == [f"mask{t:03d}.tif" for t in range(5)] + ["res_track.txt"]
+    assert names == [f"mask{t:03d}.tif" for t in range(6)] + ["res_track.txt"]
+    assert not tifffile.imread(tmp_path / "01_RES" / "mask005.tif").any()  # a frame without cells
     assert (tmp_path / "01_RES" / "res_track.txt").read_text().splitlines()[1] == "2 2 4 1"
     img = tifffile.imread(tmp_path / "01_GT" / "TRA" / "man_track004.tif")
     assert img.dtype == np.uint16 and set(np.unique(img)) == {0, 2, 5}
     scores = evaluate_sequence(str(tmp_path / "01_RES"), str(tmp_path / "01_GT"), metrics=["TRA", "DET"])
     assert scores["TRA"] == pytest.approx(1.0) and scores["DET"] == pytest.approx(1.0)
     # a result that misses the division scores lower
-    wrong = [frame(t, [(1, -1, 2, 2, 8 if t < 2 else 4)]) for t in range(5)]
+    wrong = [frame(t, [(1, -1, 2, 2, 8 if t < 2 else 4)]) for t in range(6)]
     write_ctc(wrong, tmp_path / "01_RES")
-    assert len(list((tmp_path / "01_RES").glob("mask*.tif"))) == 5
+    assert len(list((tmp_path / "01_RES").glob("mask*.tif"))) == 6
     assert evaluate_sequence(str(tmp_path / "01_RES"), str(tmp_path / "01_GT"), metrics=["TRA"])["TRA"] < 0.9
     # a cell wholly hidden in one frame: left out there, its track split around the gap
     hidden = lineage()

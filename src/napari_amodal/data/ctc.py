@@ -86,6 +86,8 @@ def label_image(frame: FrameInstances, labels: np.ndarray) -> np.ndarray:
     """The ``(H, W) uint16`` label image of ``frame``: ``labels[i]`` where cell ``i`` is,
     overlaps resolved as the module docstring says."""
     image = np.zeros(frame.shape, np.uint16)
+    if not len(frame):
+        return image
     masks = frame.visible if frame.visible is not None else frame.masks
     order = np.argsort(-masks.reshape(len(frame), -1).sum(1), kind="stable")  # largest first: smaller on top
     for i in order:
