@@ -71,7 +71,11 @@ def decoders(threshold: float):
 
 
 def ctc_scores(gt, pred) -> dict:
-    """The Cell Tracking Challenge's TRA and DET (py-ctcmetrics) of one time-lapse."""
+    """The Cell Tracking Challenge's TRA and DET (py-ctcmetrics) of one time-lapse; None when
+    the truth or the prediction holds no cell at all (an empty dish: py-ctcmetrics has no
+    score for it)."""
+    if not any(len(f) for f in gt) or not any(len(f) for f in pred):
+        return None
     import contextlib
     import io
     import tempfile
@@ -110,8 +114,9 @@ def score_family(seg, family: str, args) -> dict:
             a["div"] += [d["matched"], d["predicted_divisions"], d["true_divisions"]]
             if not args.no_ctc:
                 ctc = ctc_scores(gt, pred)
-                a["TRA"].append(ctc["TRA"])
-                a["DET"].append(ctc["DET"])
+                if ctc is not None:
+                    a["TRA"].append(ctc["TRA"])
+                    a["DET"].append(ctc["DET"])
     rows = {}
     for name, a in acc.items():
         err, cl = np.array(a["count"]), np.array(a["cleavage"])
