@@ -388,19 +388,18 @@ def cmd_export(args) -> int:
     if args.score_threshold is not None and not 0.0 <= args.score_threshold <= 1.0:
         raise ValueError(f"--score-threshold must be between 0 and 1, got {args.score_threshold}")
     suffix = "_GT" if args.kind == "gt" else "_RES"
-    jobs = []  # (input, file_name, folder): every folder is decided before any is written
+    jobs = []  # (records, file_name, folder): every folder is decided before any is written
     for inp in args.inputs:
-        records, _ = read_amodal(inp, lazy=True)
+        records, _ = read_amodal(inp, lazy=True)  # masks are decoded only when a frame is loaded
         for name in dict.fromkeys(r.file_name for r in records):
             stem = output_stem(name) if name else Path(inp).stem
-            jobs.append((inp, name, Path(args.out) / f"{stem}{suffix}"))
+            jobs.append((records, name, Path(args.out) / f"{stem}{suffix}"))
     folders = [str(j[2]) for j in jobs]
     clash = sorted({f for f in folders if folders.count(f) > 1})
     if clash:
         raise ValueError(f"two time-lapses would be exported into the same folder: {', '.join(clash)}; "
                          "export them into separate --out folders")
-    for inp, name, folder in jobs:
-        records, _ = read_amodal(inp, lazy=True)
+    for records, name, folder in jobs:
         frames = [r.load() for r in records if r.file_name == name]
         if args.score_threshold is not None:
             frames = [f.select(f.scores >= args.score_threshold) for f in frames]

@@ -232,18 +232,13 @@ def track_points(frame: FrameInstances) -> tuple[np.ndarray, dict[int, list[int]
         has a track id (K <= N); ``graph`` ``{track_id: [parent track id]}`` for the cells
         born in a division (napari's Tracks ``graph``, which napari-arboretum draws as a tree).
     """
-    rows, graph = [], {}
-    for i in range(len(frame)):
-        tid = int(frame.track_ids[i])
-        if tid < 0:
-            continue
-        ys, xs = np.nonzero(frame.masks[i])
-        if not len(ys):
-            continue
-        rows.append((tid, frame.frame, ys.mean(), xs.mean()))
-        if frame.parent_ids[i] >= 0:
-            graph[tid] = [int(frame.parent_ids[i])]
-    return np.asarray(rows, np.float64).reshape(-1, 4), graph
+    from ..track import centroid_rows
+
+    points = centroid_rows(frame)  # (N, 4) frame, row, col, diameter
+    keep = (frame.track_ids >= 0) & (points[:, 3] > 0)  # a track id and a non-empty mask
+    rows = np.column_stack([frame.track_ids[keep], points[keep, :3]]).astype(np.float64)
+    graph = {int(t): [int(p)] for t, p in zip(frame.track_ids[keep], frame.parent_ids[keep]) if p >= 0}
+    return rows.reshape(-1, 4), graph
 
 
 def tracks_layer_tuple(rows: np.ndarray, graph: dict[int, list[int]], name: str,
