@@ -201,7 +201,7 @@ def test_stacks_are_decoded_over_time_unless_per_frame():
 
 class _SizedModel(torch.nn.Module):
     """Stands in for the network with a resizing transform: one disk of radius ``r`` (px of
-    the frame) at the centre; records the input size each forward pass ran at."""
+    the frame) at the centre; records the input size each frame ran at."""
 
     def __init__(self, r):
         super().__init__()
@@ -211,7 +211,7 @@ class _SizedModel(torch.nn.Module):
     def forward(self, images):
         from helpers import disk_mask
 
-        self.sizes.append(self.transform.max_size)
+        self.sizes += [self.transform.max_size] * len(images)
         h, w = images[0].shape[-2:]
         n = 1 if self.r else 0
         masks = torch.from_numpy(disk_mask((h, w), (h // 2, w // 2), self.r or 1)).float()[None, None].repeat(n, 1, 1, 1)
@@ -296,3 +296,46 @@ def test_the_model_config_asks_for_the_auto_input_size():
     assert Segmenter(_SizedModel(40), device="cpu", config=get_config("lean")).input_size is None
     bundled = Segmenter.load("bundled", device="cpu")
     assert bundled.input_size == "auto" and bundled.config.auto_input_size
+
+
+def test_precision_is_checked():
+    with pytest.raises(ValueError, match="precision must be"):
+        Segmenter(_SizedModel(10), device="cpu", precision="fp16")
+
+
+def test_bfloat16_features_run_only_during_a_stack_and_boxes_stay_float32(tmp_path):
+    from napari_amodal.models import load_model
+
+    model, config, _ = load_model(save_untrained(tmp_path / "tiny.safetensors"), "cpu")
+    seen = []
+    model.backbone.register_forward_hook(
+        lambda *_: seen.append((model.feature_dtype, torch.is_autocast_enabled("cpu"))))
+    frames = (np.random.default_rng(0).random((3, 96, 96)) * 255).astype(np.uint8)
+    out = Segmenter(model, "cpu", config=config, precision="bfloat16", score_threshold=0.0)(frames, temporal=False)
+    assert seen and all(s == (torch.bfloat16, True) for s in seen)
+    assert model.feature_dtype is None  # the shared model is as trained again
+    assert all(p.is_contiguous() for p in model.parameters())  # and NCHW again after NHWC on the CPU
+    assert all(f.boxes.dtype == np.float32 and f.masks.dtype == bool for f in out)
+
+    x = torch.from_numpy(frames[:1].astype(np.float32) / 255).repeat(1, 3, 1, 1)
+    with torch.inference_mode():
+        full, _ = model.features(x)
+        model.feature_dtype = torch.bfloat16
+        low, _ = model.features(x)
+    for k in full:  # float32 out, and close to the float32 features (bfloat16 keeps ~3 digits)
+        assert low[k].dtype == torch.float32
+        err = (low[k] - full[k]).abs().max() / full[k].abs().max()
+        assert 0 < err < 0.05
+
+
+def test_one_frame_at_a_time_and_batched_give_the_same_cells():
+    from napari_amodal.data.sample import EMBRYO_STACK, sample_path
+
+    frames = tifffile.imread(sample_path(EMBRYO_STACK))[::4]
+    runs = [Segmenter.load("bundled", device="cpu", batch_size=b, precision="float32")(frames, temporal=False)
+            for b in (1, 4)]
+    one, four = runs
+    assert [len(f) for f in one] == [len(f) for f in four] and sum(len(f) for f in one) > 0
+    for a, b in zip(one, four):
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
+        assert (a.masks != b.masks).mean() < 1e-4

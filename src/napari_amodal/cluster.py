@@ -33,22 +33,23 @@ class StackResult:
     peak_mb: float = 0.0  # the worker process's peak resident memory so far (MB)
 
 
-def segment_on_worker(path: str, out_dir: str, model: str, device: str, score_threshold: float,
-                      batch_size: int | None, threads: int, options: dict, input_size=None) -> StackResult:
+def segment_on_worker(path: str, out_dir: str, model: str, device: str, threads: int, settings: dict,
+                      options: dict) -> StackResult:
     """(Runs on a worker.) Segment one stack into ``out_dir``; errors are returned, not raised,
-    so the caller reports them and the other stacks go on."""
+    so the caller reports them and the other stacks go on. ``settings``: keyword arguments of
+    :class:`~napari_amodal.segment.Segmenter` (one loaded model per distinct settings and
+    worker); ``options``: of :func:`~napari_amodal.write.segment_files`."""
     import torch
 
     from .segment import Segmenter
     from .write import segment_files
 
     torch.set_num_threads(max(int(threads), 1))
-    key = (model, device, float(score_threshold), batch_size, input_size)
+    key = (model, device, tuple(sorted(settings.items())))
     states: dict = {}
     try:
         if key not in _SEGMENTERS:
-            _SEGMENTERS[key] = Segmenter.load(model, device=device, score_threshold=score_threshold,
-                                              batch_size=batch_size, input_size=input_size)
+            _SEGMENTERS[key] = Segmenter.load(model, device=device, **settings)
         written = segment_files(_SEGMENTERS[key], path, out_dir, states=states, **options)
     except Exception as e:  # noqa: BLE001 - one bad stack must not stop the others
         message = str(e) if Path(path).name in str(e) else f"{Path(path).name}: {e}"
@@ -69,13 +70,14 @@ def _peak_mb() -> float:
 def segment_many(inputs: Sequence, out_dir, *, model: str = "bundled", device: str = "cpu",
                  score_threshold: float = 0.5, batch_size: int | None = None, workers: int = 2,
                  threads_per_worker: int = 1, scheduler: str | None = None, input_size=None,
-                 **options) -> Iterator[StackResult]:
+                 precision: str = "float32", **options) -> Iterator[StackResult]:
     """Segment ``inputs`` (TIFF stacks) on a Dask cluster; yields a :class:`StackResult` per
     stack as each finishes (any order).
 
     Args:
         inputs: stack paths; their outputs go to ``out_dir`` as with ``segment``.
-        model, device, score_threshold, batch_size, input_size: as :class:`~napari_amodal.segment.Segmenter`.
+        model, device, score_threshold, batch_size, input_size, precision: as
+            :class:`~napari_amodal.segment.Segmenter`.
         workers: processes of the LocalCluster started here (ignored with ``scheduler``).
         threads_per_worker: torch threads per worker (workers x threads = the cores to use).
         scheduler: address of a running Dask scheduler (``tcp://host:8786``) instead.
@@ -87,6 +89,8 @@ def segment_many(inputs: Sequence, out_dir, *, model: str = "bundled", device: s
     if scheduler is None and int(workers) < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
     out = str(Path(out_dir).resolve())
+    settings = {"score_threshold": float(score_threshold), "batch_size": batch_size, "input_size": input_size,
+                "precision": precision}
     cluster = None
     if scheduler is None:
         # one thread per worker process: each task is one stack, torch brings its own threads
@@ -95,9 +99,8 @@ def segment_many(inputs: Sequence, out_dir, *, model: str = "bundled", device: s
                                                             "OMP_WAIT_POLICY": "PASSIVE"})
     try:
         with Client(cluster if cluster is not None else scheduler) as client:
-            futures = {client.submit(segment_on_worker, str(Path(p).resolve()), out, model, device, score_threshold,
-                                     batch_size, threads_per_worker, options, input_size,
-                                     key=f"segment-{i}-{Path(p).name}",
+            futures = {client.submit(segment_on_worker, str(Path(p).resolve()), out, model, device,
+                                     threads_per_worker, settings, options, key=f"segment-{i}-{Path(p).name}",
                                      pure=False): str(p)
                        for i, p in enumerate(inputs)}
             for fut in as_completed(list(futures)):

@@ -106,13 +106,12 @@ def run_segmentation(out_dir, quiet: bool, model: str) -> dict:
 
 def run_round_trip(out_dir, quiet: bool = False) -> dict:
     """No model: ground truth written as predictions, read back and scored."""
-    import imageio.v3 as iio
-
+    from .atomic import atomic_path
     from .data.coco import read_amodal, write_coco
     from .data.sample import EMBRYO_GT, EMBRYO_STACK, sample_path
     from .evaluate import evaluate_frames, format_report
     from .io_images import read_stack
-    from .overlay import draw_instances, montage
+    from .overlay import draw_instances, montage, write_png
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -132,7 +131,8 @@ def run_round_trip(out_dir, quiet: bool = False) -> dict:
     picks = np.linspace(0, len(gt) - 1, min(8, len(gt))).round().astype(int)
     tiles = [draw_instances(images[t], gt[t], thickness=2) for t in picks]
     montage_path = out / "overlay_montage.png"
-    iio.imwrite(montage_path, montage(tiles, columns=4))
+    with atomic_path(montage_path, suffix=".png") as tmp:
+        write_png(tmp, montage(tiles, columns=4))
 
     summary = {
         "input": str(sample_path(EMBRYO_STACK)),

@@ -32,13 +32,12 @@ def segment_files(segmenter, input_path, out_dir, *, plane: int | None = None, c
     :func:`~napari_amodal.track.laptrack_links`: gap closing and divisions by centroids).
     Returns the written paths.
     """
-    import imageio.v3 as iio
     import tifffile
 
     from .atomic import atomic_path, atomic_write_text, ensure_folder, output_lock
     from .data.coco import coco_dict
     from .io_images import is_tiff, physical_scale, read_stack
-    from .overlay import draw_instances, montage
+    from .overlay import draw_instances, montage, write_png
     from .segment import frames_view
 
     from .track import centroid_rows, laptrack_links
@@ -92,7 +91,7 @@ def segment_files(segmenter, input_path, out_dir, *, plane: int | None = None, c
             ids, parents = laptrack_links(np.concatenate(points))
             for ann, tid, pid in zip(d["annotations"], ids.tolist(), parents.tolist()):
                 ann["track_id"], ann["parent_track_id"] = tid, pid
-        iio.imwrite(png_tmp, montage(tiles, columns=min(4, len(tiles))))
+        write_png(png_tmp, montage(tiles, columns=min(4, len(tiles))))
         atomic_write_text(json_path, json.dumps(d, separators=(",", ":")))
     return [json_path, occ_path, overlay_path]
 

@@ -8,6 +8,7 @@ occlusion branch (fuses its features into every FPN level) -> RPN -> RoI heads
 from __future__ import annotations
 
 from collections import OrderedDict
+from contextlib import nullcontext
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +25,12 @@ class AmodalMaskRCNN(nn.Module):
         rpn: torchvision ``RegionProposalNetwork``.
         roi_heads: :class:`AmodalRoIHeads`.
         occlusion: :class:`OcclusionBranch`, or ``None`` to switch it off (ablation).
+
+    ``feature_dtype`` (attribute, default ``None``: float32 throughout): e.g. ``torch.bfloat16``
+    to compute the backbone and the occlusion branch -- most of the arithmetic -- under
+    autocast in that type; their outputs are cast back to float32, so boxes, proposals and
+    masks are decoded in full precision (bfloat16 has 8 bits of mantissa: a box corner at
+    300 px would move by a pixel).
 
     Training: ``model(images, targets)`` with
 
@@ -56,6 +63,23 @@ class AmodalMaskRCNN(nn.Module):
         self.occlusion = occlusion
         self.rpn = rpn
         self.roi_heads = roi_heads
+        self.feature_dtype: torch.dtype | None = None
+
+    def features(self, x: Tensor) -> tuple["OrderedDict[str, Tensor]", Tensor | None]:
+        """Batched images ``(B, 3, H, W)`` -> (FPN levels with the occlusion branch fused in, the
+        occlusion logits or None); float32, computed in ``feature_dtype``."""
+        low = self.feature_dtype is not None
+        with torch.autocast(x.device.type, dtype=self.feature_dtype) if low else nullcontext():
+            features = self.backbone(x)
+            if isinstance(features, Tensor):
+                features = OrderedDict([("0", features)])
+            occlusion_logits = None
+            if self.occlusion is not None:
+                features, occlusion_logits = self.occlusion(features)
+        if low:
+            features = OrderedDict((k, v.float()) for k, v in features.items())
+            occlusion_logits = None if occlusion_logits is None else occlusion_logits.float()
+        return features, occlusion_logits
 
     def forward(
         self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None
@@ -65,12 +89,7 @@ class AmodalMaskRCNN(nn.Module):
         original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
 
         images, targets = self.transform(images, targets)
-        features = self.backbone(images.tensors)
-        if isinstance(features, Tensor):
-            features = OrderedDict([("0", features)])
-        occlusion_logits = None
-        if self.occlusion is not None:
-            features, occlusion_logits = self.occlusion(features)
+        features, occlusion_logits = self.features(images.tensors)
         proposals, proposal_losses = self.rpn(images, features, targets)
         detections, detector_losses = self.roi_heads(features, proposals, images.image_sizes, targets)
 
@@ -109,11 +128,7 @@ def masks_for_boxes(model: AmodalMaskRCNN, image: Tensor, boxes: Tensor, labels:
     rh, rw = images.image_sizes[0]
     scale = boxes.new_tensor([rw / w, rh / h, rw / w, rh / h])
     rboxes = boxes * scale
-    features = model.backbone(images.tensors)
-    if isinstance(features, Tensor):
-        features = OrderedDict([("0", features)])
-    if model.occlusion is not None:
-        features, _ = model.occlusion(features)
+    features, _ = model.features(images.tensors)
     heads = model.roi_heads
     labels = labels if labels is not None else torch.ones(len(boxes), dtype=torch.int64, device=boxes.device)
     outputs = heads.mask_branch(heads.mask_roi_pool(features, [rboxes], images.image_sizes))
