@@ -3,10 +3,17 @@
 Reader: TIFF stacks (Y,X / T,Y,X / T,Z,Y,X, grey or RGB) as Image layers, and
 COCO-amodal / KINS / COCOA JSON as amodal cell (Shapes) layers.
 Writer: an amodal cell layer to COCO-amodal JSON.
+
+Bad files follow napari's reader convention: ``get_reader`` returns None for what
+it does not claim (folders, JSON that names no ``images``), so napari tries other
+readers; a claimed file that turns out empty or damaged raises one error naming the
+file and what is wrong (napari shows it). The writer raises :class:`CellWriteError`, not a
+ValueError, which napari would take for "not a writer for this" and drop the message.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +22,13 @@ from .layers import META_KEY, cell_layer_data, cell_layer_to_frames
 TIFF_SUFFIXES = (".tif", ".tiff")
 
 
+class CellWriteError(RuntimeError):
+    """A layer the COCO-amodal writer cannot write, or a file it cannot write to."""
+
+
 def _ours(path) -> bool:
+    if os.path.isdir(path):  # a folder named like a file (stack.tif/): not ours
+        return False
     p = str(path).lower()
     if p.endswith(TIFF_SUFFIXES):
         return True
@@ -26,6 +39,8 @@ def _ours(path) -> bool:
             head = fh.read(1 << 16)
     except OSError:
         return False
+    if not head:  # empty: claimed, to say so (no reader can read it)
+        return True
     # our writer puts info.format first; other COCO-style files name their images early
     return '"format":"coco-amodal"' in head.replace(" ", "") or '"images"' in head
 
@@ -44,6 +59,8 @@ def read_paths(path) -> list[tuple]:
     layers: list[tuple] = []
     for p in paths:
         p = Path(p)
+        if p.is_file() and p.stat().st_size == 0:
+            raise ValueError(f"{p}: the file is empty (0 bytes)")
         if p.suffix.lower() == ".json":
             layers.extend(read_annotations(p))
         else:
@@ -79,19 +96,45 @@ def read_annotations(path) -> list[tuple]:
     return layers
 
 
+def describe_error(e: BaseException) -> str:
+    """What went wrong writing a file, in words (the caller names the file: an OSError's
+    own file name is often the temporary file beside it)."""
+    import errno
+
+    if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "permission denied"
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return "no space left on the device"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e) or type(e).__name__
+
+
 def write_cells(path: str, data: Any, attributes: dict) -> list[str]:
-    """Write one amodal cell (Shapes) layer as COCO-amodal JSON; returns [path]."""
+    """Write one amodal cell (Shapes) layer as COCO-amodal JSON; returns [path].
+
+    Raises :class:`CellWriteError` naming the layer or file; an earlier file at
+    ``path`` is then unchanged (the write is atomic)."""
     from ..data.coco import write_coco
 
+    name = attributes.get("name")
     meta = (attributes.get("metadata") or {}).get(META_KEY, {})
     if "image_shape" not in meta:
-        raise ValueError(
-            f"layer {attributes.get('name')!r} is not an amodal cell layer (it does not know its image shape)"
+        raise CellWriteError(
+            f"layer {name!r} is not an amodal cell layer (it does not know its image shape): "
+            "save it with napari's own writers, or segment / open amodal cells first"
         )
-    frames = cell_layer_to_frames(
-        data, attributes.get("features"), attributes.get("metadata"), attributes.get("shape_type")
-    )
+    try:
+        frames = cell_layer_to_frames(
+            data, attributes.get("features"), attributes.get("metadata"), attributes.get("shape_type")
+        )
+    except ValueError as e:  # e.g. a line drawn in the layer
+        raise CellWriteError(f"layer {name!r} cannot be saved as COCO-amodal: {e}") from None
     if not str(path).lower().endswith(".json"):
         path = f"{path}.json"
-    write_coco(path, frames, meta.get("categories") or [{"id": 1, "name": "blastomere"}])
+    try:
+        write_coco(path, frames, meta.get("categories") or [{"id": 1, "name": "blastomere"}])
+    except OSError as e:
+        raise CellWriteError(f"{path}: could not write ({describe_error(e)}); "
+                             "an earlier file there is unchanged") from None
     return [str(path)]

@@ -6,10 +6,12 @@ Everything here works on napari layers; the computation lives in the core
 
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
 
 import numpy as np
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 
 from ...overlay import track_colour
 from ..layers import (
@@ -46,12 +48,21 @@ def scroll_body(widget):
 
 def fill_units(image, um_per_px, minutes) -> None:
     """Fill the pixel-size (µm) and frame-interval (min) boxes from ``image``'s file metadata
-    (ImageJ, OME: kept by the reader), leaving boxes the user has set (non-zero) alone."""
+    (ImageJ, OME: kept by the reader), leaving boxes the user has set (non-zero) alone.
+    A value the box cannot hold (a spin box would silently clamp or round it) is left
+    out with a warning naming the file, so the user types the right one."""
     meta = image.metadata.get(META_KEY, {}) if image is not None else {}
-    if not um_per_px.value() and meta.get("um_per_px"):
-        um_per_px.setValue(float(meta["um_per_px"]))
-    if not minutes.value() and meta.get("hours_per_frame"):
-        minutes.setValue(float(meta["hours_per_frame"]) * 60.0)
+    for box, key, factor, what in ((um_per_px, "um_per_px", 1.0, "µm/px"),
+                                   (minutes, "hours_per_frame", 60.0, "min/frame")):
+        if box.value() or not meta.get(key):
+            continue
+        value = float(meta[key]) * factor
+        if 0 < round(value, box.decimals()) <= box.maximum():
+            box.setValue(value)
+        else:
+            source = meta.get("source_file") or image.name
+            report_warning(f"{source}: its metadata says {value:g} {what}, outside {10 ** -box.decimals():g}.."
+                           f"{box.maximum():g}; type the {what} in the box (0 = {box.specialValueText()}).")
 
 
 def report_error(error) -> None:
@@ -59,8 +70,69 @@ def report_error(error) -> None:
     show_error(str(error) if not isinstance(error, str) else error)
 
 
+def report_warning(message: str) -> None:
+    show_warning(message)
+
+
 def report_info(message: str) -> None:
     show_info(message)
+
+
+def reported(slot):
+    """``slot`` for a button or key: an error it raises becomes a notification
+    (a Qt slot that raises would reach the user as a traceback)."""
+
+    @functools.wraps(slot)
+    def run(*args, **kwargs):
+        try:
+            return slot(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - every bad input becomes a notification
+            report_error(e)
+            return None
+
+    return run
+
+
+def check_model(name_or_path) -> Path:
+    """The checkpoint of a model name or file, checked before a worker starts (its
+    header only): ModelNotFoundError or ValueError naming the file when it is missing,
+    a folder, not a napari-amodal checkpoint, or not a segmentation model."""
+    from ...checkpoint import read_metadata
+    from ...models import resolve_model
+
+    path = resolve_model(name_or_path)
+    if path.is_dir():
+        raise ValueError(f"model file {path} is a folder, not a .safetensors model file")
+    kind = read_metadata(path)["config"].get("kind", "detector")
+    if kind != "detector":
+        raise ValueError(f"{path} holds a {kind} model, not a segmentation model")
+    return path
+
+
+def check_output_folder(path) -> Path:
+    """A folder a run will write into, checked without creating it: ValueError naming it
+    when it (or a part of its path) is a file or it cannot be written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"output folder {path} is a file, not a folder")
+    parent = path
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"output folder {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"output folder {path}: {parent} is not writable")
+    return path
+
+
+def check_image_fits(image, cells) -> None:
+    """ValueError when Image layer ``image`` is not the size the cells of ``cells`` were drawn on."""
+    shape = tuple(cells.metadata.get(META_KEY, {}).get("image_shape", ()))
+    axes = image_axes(image)
+    size = (image.data.shape[axes.index("Y")], image.data.shape[axes.index("X")])
+    if len(shape) == 2 and size != shape:
+        raise ValueError(f"image '{image.name}' is {size[0]}x{size[1]} px, but the cells of '{cells.name}' were "
+                         f"drawn on {shape[0]}x{shape[1]} px: choose the image they belong to")
 
 
 def is_cell_layer(layer) -> bool:

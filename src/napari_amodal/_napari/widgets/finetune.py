@@ -41,6 +41,9 @@ from ...train.finetune import DEFAULTS
 from ..layers import META_KEY
 from ._common import (
     cells_name,
+    check_image_fits,
+    check_model,
+    check_output_folder,
     image_axes,
     image_file,
     import_compute_stack,
@@ -339,6 +342,7 @@ class FinetuneWidget(QWidget):
         if name not in self.viewer.layers or self.viewer.layers[name]._type_string != "image":
             raise ValueError("Choose the image the cells belong to (an Image layer).")
         image = self.viewer.layers[name]
+        check_image_fits(image, layer)
         axes = image_axes(image)
         data = image.data if "T" in axes else image.data[None]
         _, file_name = image_file(image)
@@ -350,8 +354,9 @@ class FinetuneWidget(QWidget):
         return project, data, axes if "T" in axes else "T" + axes
 
     def finetune_arguments(self) -> dict:
-        """The GUI values as :func:`finetune_job` arguments (ValueError when they do not fit)."""
-        from ...models import resolve_model, user_model_dir
+        """The GUI values as :func:`finetune_job` arguments (ValueError when they do not fit,
+        checked before the worker starts, so nothing is written for a run that cannot go)."""
+        from ...models import user_model_dir
         from ...train.finetune import check_name
 
         layer = self.layer_project()
@@ -359,15 +364,26 @@ class FinetuneWidget(QWidget):
         if layer is None and not files:
             raise ValueError("No training data: choose a cell layer with reviewed frames, or add project / "
                              "COCO-amodal files.")
+        for f in files:
+            if not Path(f).is_file():
+                raise ValueError(f"{f}: no such project or annotation file (remove it from the list)")
         name = self.name.text().strip() or None
         if name:
             check_name(name)
+            if (user_model_dir() / f"{name}.safetensors").exists():
+                raise ValueError(f"a model called {name!r} exists already: choose another name to save as")
         init = self.init.currentText().strip() or "bundled"
-        resolve_model(init)
+        check_model(init)
         out = self.out_dir.text().strip()
         # a fresh folder per run by default: an earlier run's checkpoints are never reused or overwritten
         stamp = __import__("time").strftime("%Y%m%d-%H%M%S")
         out_dir = Path(out).expanduser() if out else user_model_dir().parent / "finetune" / f"{name or 'unnamed'}-{stamp}"
+        check_output_folder(out_dir)
+        earlier = sorted(p.name for p in out_dir.glob("*.safetensors")) + (
+            ["log.jsonl"] if (out_dir / "log.jsonl").exists() else [])
+        if earlier:
+            raise ValueError(f"output folder {out_dir} holds an earlier run ({', '.join(earlier)}): "
+                             "choose a new folder (that run is left as it is)")
         iterations = int(self.iterations.value())
         return {
             "init": init, "layer": layer, "data": files, "out_dir": out_dir, "name": name,

@@ -32,10 +32,12 @@ from qtpy.QtWidgets import (
 )
 
 from ... import project as core
+from ..io import describe_error
 from ..layers import META_KEY, NEW_CELL_DEFAULTS
 from ._common import (
     cells_layer_tuple,
     cells_name,
+    check_image_fits,
     current_frame,
     fill_units,
     frame_axis,
@@ -46,6 +48,7 @@ from ._common import (
     recolour,
     report_error,
     report_info,
+    reported,
     restore,
     scroll_body,
     set_features,
@@ -125,7 +128,7 @@ class ProofreadWidget(QWidget):
             ("measure", "Export measurements...", self.export_measurements),
         ]:
             b[key] = QPushButton(text)
-            b[key].clicked.connect(lambda *_, s=slot: s())
+            b[key].clicked.connect(lambda *_, s=reported(slot): s())
         self.buttons = b
         self._bind_keys()
 
@@ -173,7 +176,7 @@ class ProofreadWidget(QWidget):
         for key, name in SHORTCUTS.items():
             slot = {"next": self.next_frame, "reviewed": self.mark_reviewed, "delete": self.delete_selected,
                     "undo": self.undo}[name]
-            self.viewer.bind_key(key, lambda viewer, s=slot: s(), overwrite=True)
+            self.viewer.bind_key(key, lambda viewer, s=reported(slot): s(), overwrite=True)
             self.buttons[name].setToolTip(f"shortcut: {key}")
         viewer, keys = self.viewer, list(SHORTCUTS)
         self.destroyed.connect(lambda *_: _unbind(viewer, keys))  # no key may call a closed dock
@@ -260,7 +263,8 @@ class ProofreadWidget(QWidget):
 
     def _label_new_shapes(self) -> None:
         """New shapes (cell_id -1 from the feature defaults) get a fresh id, score 1,
-        their frame and area, and their track colour."""
+        their frame and area, and their track colour. A line (no inside) is no cell: it is
+        said so at once, as saving refuses it."""
         from ..layers import _shape_mask
 
         layer = self._layer
@@ -279,7 +283,10 @@ class ProofreadWidget(QWidget):
             feats.loc[i, "label"] = 1
             feats.loc[i, "parent_id"] = -1
             feats.loc[i, "frame"] = int(round(verts[0, 0])) if verts.shape[1] >= 3 else 0
-            if len(shape) == 2:
+            if layer.shape_type[i] == "line":
+                report_error(f"A line is not a cell outline and cannot be saved in '{layer.name}': "
+                             "undo or delete it, and draw the cell as a polygon or an ellipse.")
+            elif len(shape) == 2:
                 feats.loc[i, "area"] = int(_shape_mask(verts[:, -2:], layer.shape_type[i], shape).sum())
         set_features(layer, feats)
         recolour(layer)
@@ -442,6 +449,7 @@ class ProofreadWidget(QWidget):
         image = self._image_layer()
         if image is None:
             raise ValueError("Choose the image the cells belong to (an Image layer).")
+        check_image_fits(image, layer)
         path, name = image_file(image)
         sig = core.image_signature(image.data, path=path, name=name)
         meta = dict(layer.metadata)
@@ -471,7 +479,8 @@ class ProofreadWidget(QWidget):
         try:
             core.save_project(path, self.current_project())
         except Exception as e:  # noqa: BLE001
-            report_error(f"Could not save the project to {path}: {e}. The previous file is unchanged.")
+            report_error(f"Could not save the project to {path}: {describe_error(e)}. "
+                         "The previous file is unchanged.")
             return None
         self.project_path = path
         self.path.setText(str(path))
@@ -534,7 +543,7 @@ class ProofreadWidget(QWidget):
         try:
             return core.export_reviewed(self.current_project(), path)
         except Exception as e:  # noqa: BLE001
-            report_error(f"Could not export: {e}")
+            report_error(f"Could not export to {path}: {describe_error(e)}")
             return None
 
     def export_measurements(self, path=None):
@@ -586,7 +595,8 @@ class ProofreadWidget(QWidget):
 
         worker = create_worker(work, _ignore_errors=True)
         worker.returned.connect(done)
-        worker.errored.connect(lambda e: report_error(f"Could not export measurements: {e}"))
+        worker.errored.connect(lambda e: report_error(f"Could not export measurements to {path.parent}: "
+                                                      f"{describe_error(e)}"))
         worker.start()
         return worker
 

@@ -31,6 +31,7 @@ from ..layers import META_KEY, OCCLUSION_STYLE
 from ._common import (
     SegmentationResult,
     cells_name,
+    check_model,
     continued_tracker,
     current_frame,
     image_axes,
@@ -228,8 +229,6 @@ class SegmentationWidget(QWidget):
     def segment_arguments(self) -> dict:
         """Turn the GUI values into :func:`segment_job` arguments; ValueError /
         ModelNotFoundError with a clear message when they do not fit."""
-        from ...models import resolve_model
-
         layer = self._layer()
         if layer is None:
             raise ValueError("No image to segment: open an image first.")
@@ -243,7 +242,7 @@ class SegmentationWidget(QWidget):
             model = self.model_path.text().strip()
             if not model:
                 raise ValueError("Choose a model file (or a named model).")
-        resolve_model(model)  # a missing file fails here, before the worker starts
+        check_model(model)  # a missing, foreign or shape-model file fails here, before the worker starts
         n_t = layer.data.shape[0] if "T" in axes else 1
         scope = self.scope.currentText()
         if "T" not in axes or scope == "current frame":
