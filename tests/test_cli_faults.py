@@ -141,6 +141,36 @@ def test_kill_9_mid_run_leaves_earlier_outputs_and_the_next_run_cleans_up(done, 
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # orphans of the dead process removed
 
 
+def _address_space_after_start(model) -> int:
+    """Bytes of address space a fresh process holds once torch and ``model`` are loaded."""
+    code = ("import napari_amodal.cli, napari_amodal.write; from napari_amodal.segment import Segmenter; "
+            f"Segmenter.load({str(model)!r}, device='cpu'); "
+            "print([l for l in open('/proc/self/status') if l.startswith('VmPeak')][0].split()[1])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[-1]) * 1024
+
+
+def test_running_out_of_memory_is_one_line_and_keeps_earlier_outputs(done, model):
+    """A real failed allocation: the run is given 1.5 GB more than it needs to start, and a
+    frame upscaled to 4000 px needs more than that."""
+    import resource
+
+    tmp_path, out, before = done
+    limit = _address_space_after_start(model) + 1536 * 2**20
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "napari_amodal.cli", "-q", "segment", str(tmp_path / "emb.tif"),
+                          "--out", str(out), "--model", str(model), "--device", "cpu", "--input-size", "4000"],
+                         env=env, preexec_fn=cap, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1
+    errors = [line for line in run.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "out of memory" in errors[0] and "Traceback" not in run.stderr
+    assert snapshot(out) == before  # nothing replaced, no temporary file left
+
+
 def test_two_runs_into_one_folder_do_not_interleave(done, model, capsys):
     """While one run writes emb.* (its lock held by a live process), a second is refused;
     a lock left by a dead process is taken over."""

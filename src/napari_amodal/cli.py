@@ -633,6 +633,16 @@ def main(argv: list[str] | None = None) -> int:
 USAGE_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, ValueError, KeyError)
 
 
+# what torch's allocators say when an allocation fails (CPU: a RuntimeError; CUDA: OutOfMemoryError)
+OUT_OF_MEMORY = ("can't allocate memory", "not enough memory", "out of memory")
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` is a failed allocation: Python's MemoryError or torch's allocator errors."""
+    return isinstance(e, MemoryError) or (
+        isinstance(e, RuntimeError) and any(s in str(e).lower() for s in OUT_OF_MEMORY))
+
+
 def describe_failure(e: BaseException) -> tuple[int, str]:
     """Exit status and one line for a failure: 2 for bad input (files, options,
     values), 1 for runtime failures (disk full, permissions, memory, anything else)."""
@@ -647,8 +657,9 @@ def describe_failure(e: BaseException) -> tuple[int, str]:
         if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             return 1, f"{where}permission denied (earlier files are intact)"
         return 1, f"{where}{e.strerror or e}"
-    if isinstance(e, MemoryError):
-        return 1, "out of memory (try fewer frames at once: --batch-size 1)"
+    if is_out_of_memory(e):
+        return 1, ("out of memory (earlier files are intact; try --batch-size 1, a smaller --input-size, "
+                   "or a machine with more memory)")
     first = (str(e).strip().splitlines() or [""])[0]
     return 1, f"{type(e).__name__}: {first} (run with -v for the traceback)"
 
