@@ -150,3 +150,36 @@ def test_mask_iou_known_values():
     b[0, :, :5] = True
     b[1, :, 5:] = True
     np.testing.assert_allclose(mask_iou(a, b), [[1.0, 0.0]])
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 0.4])
+def test_outlines_traced_in_the_box_equal_those_traced_over_the_frame(tolerance):
+    from skimage import measure
+
+    shape = (80, 100)
+    ring = disk_mask(shape, (40, 50), 20) & ~disk_mask(shape, (40, 50), 8)  # a hole: two contours
+    masks = [ring, disk_mask(shape, (2, 3), 9), disk_mask(shape, (78, 98), 6) | disk_mask(shape, (10, 90), 4)]
+    for m in masks:
+        want = []
+        for c in measure.find_contours(np.pad(m, 1).astype(np.float32), 0.5):  # the whole frame, as defined
+            c = c - 1.0
+            c = measure.approximate_polygon(c, tolerance) if tolerance > 0 else c
+            c = c[:-1] if np.allclose(c[0], c[-1]) else c
+            want.append(c.astype(np.float32))
+        got = mask_to_polygons(m, tolerance=tolerance)
+        assert len(got) == len(want) >= 1
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, atol=1e-4)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**31 - 1), st.integers(3, 300), st.sampled_from([0.3, 0.7, 2.0]), st.booleans())
+def test_simplify_outline_keeps_the_vertices_scikit_image_keeps(seed, n, tolerance, closed):
+    from skimage.measure import approximate_polygon
+
+    from napari_amodal.instances import simplify_outline
+
+    chain = np.cumsum(np.random.default_rng(seed).normal(size=(n, 2)), 0)
+    if closed:  # outlines come closed: first vertex repeated at the end
+        chain = np.vstack([chain, chain[:1]])
+    np.testing.assert_array_equal(simplify_outline(chain, tolerance), approximate_polygon(chain, tolerance))
