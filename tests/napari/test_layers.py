@@ -81,3 +81,19 @@ def test_frames_without_cells_keep_integer_features():
         assert kwargs["features"][key].dtype == np.int64, key
     assert kwargs["features"]["cell_id"].tolist() == [7] and kwargs["features"]["frame"].tolist() == [1]
     assert result.frames == [0, 1] and result.n_cells == 1
+
+
+def test_occlusion_stack_holds_the_frames_added_and_zeros_elsewhere():
+    from napari_amodal._napari.widgets._common import SegmentationResult
+    from napari_amodal.instances import FrameInstances
+
+    masks = np.zeros((2, 20, 20), bool)
+    masks[0, 2:12, 2:12] = masks[1, 8:18, 8:18] = True  # overlap at 8..11
+    result = SegmentationResult(stack=True, name="cells")
+    result.add(FrameInstances.from_masks(masks, frame=3))
+    first = result.occlusion_stack(6)
+    assert first.shape == (6, 20, 20) and first.dtype == np.float32
+    assert first[3, 8:12, 8:12].min() == 1 and first[3].sum() == 16 and first[[0, 1, 2, 4, 5]].sum() == 0
+    assert result.occlusion_stack(6) is first  # built once (in the worker), only shown after
+    result.add(FrameInstances.from_masks(masks, frame=5))
+    assert result.occlusion_stack(6)[5].sum() == 16  # a frame added later is in it

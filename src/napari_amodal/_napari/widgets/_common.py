@@ -232,6 +232,8 @@ class SegmentationResult:
         self._kwargs: dict | None = None
         self.track_rows: list[np.ndarray] = []  # per frame (K, 4) (track_id, t, row, col)
         self.graph: dict[int, list[int]] = {}  # daughter track id -> [mother track id]
+        self._stacked: np.ndarray | None = None
+        self._stacked_frames = 0
 
     @classmethod
     def from_frames(cls, frames, **kwargs) -> "SegmentationResult":
@@ -257,6 +259,18 @@ class SegmentationResult:
         rows, graph = track_points(frame)
         self.track_rows.append(rows)
         self.graph.update(graph)
+
+    def occlusion_stack(self, n_t: int) -> np.ndarray:
+        """(n_t, H, W) float32: the occlusion maps of the frames added, zeros elsewhere. Kept
+        once built, so the worker builds it (:func:`segment_job`) and the GUI thread only
+        shows it (200 frames of 500 x 500 take ~0.4 s to assemble)."""
+        if self._stacked is None or len(self._stacked) != n_t or self._stacked_frames != len(self.frames):
+            h, w = self.occlusion[0].shape
+            self._stacked = np.zeros((n_t, h, w), np.float32)
+            for t, m in zip(self.frames, self.occlusion):
+                self._stacked[t] = m
+            self._stacked_frames = len(self.frames)
+        return self._stacked
 
     def layer_tuple(self) -> tuple[list[np.ndarray], dict, str]:
         """The cell layer data tuple of all frames added (as :func:`cells_layer_tuple`)."""

@@ -69,12 +69,17 @@ def segment_job(model: str, device: str, score_threshold: float, stack, holder: 
         axes = kwargs.get("axes") or guess_axes(np.shape(stack))
         result = SegmentationResult(stack="T" in axes, name="amodal cells", plane=layer_plane(axes, kwargs.get("plane")))
     holder["result"] = result
+    import pandas  # noqa: F401 - napari's Shapes features need it: imported here, not in the GUI thread
+
     seg = Segmenter.load(model, device=device, score_threshold=score_threshold)
     frames = kwargs.get("frames")
-    total = len(frames) if frames is not None else len(frames_view(stack, kwargs.get("axes"), kwargs.get("plane"), kwargs.get("channel"))[0])
+    n_t = len(frames_view(stack, kwargs.get("axes"), kwargs.get("plane"), kwargs.get("channel"))[0])
+    total = len(frames) if frames is not None else n_t
     for inst in seg.iter_frames(stack, **kwargs):
         result.add(inst)
         yield len(result), total
+    if result.stack and len(result):
+        result.occlusion_stack(n_t)  # assembled here, so the GUI thread only shows it
     return result
 
 
@@ -413,9 +418,12 @@ class SegmentationWidget(QWidget):
             layer = self.viewer.layers[kwargs["name"]] if kwargs["name"] in self.viewer.layers else None
             old = None if layer is None else np.asarray(layer.data)
             old = None if old is None else old.reshape(old.shape[0], -1, *old.shape[-2:])[:, 0]
-            full = old.copy() if old is not None and old.shape == (n_t, h, w) else np.zeros((n_t, h, w), np.float32)
-            for t, m in zip(result.frames, result.occlusion):
-                full[t] = m
+            if old is not None and old.shape == (n_t, h, w):  # frames of an earlier run stay
+                full = old.copy()
+                for t, m in zip(result.frames, result.occlusion):
+                    full[t] = m
+            else:
+                full = result.occlusion_stack(n_t)
             if plane is not None:
                 full = full[:, None]
                 kwargs["translate"] = (0, plane, 0, 0)
