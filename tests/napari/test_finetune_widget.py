@@ -7,7 +7,7 @@ import tifffile
 from tiny import save_untrained
 
 from napari_amodal._napari.layers import META_KEY
-from napari_amodal._napari.widgets import FinetuneWidget, SegmentationWidget, _common
+from napari_amodal._napari.widgets import FinetuneWidget, SegmentationWidget
 from napari_amodal._napari.widgets._common import cells_layer_tuple, cells_name
 from napari_amodal.data.coco import read_amodal
 from napari_amodal.data.sample import EMBRYO_GT, EMBRYO_STACK, sample_path
@@ -17,19 +17,6 @@ from napari_amodal.checkpoint import read_metadata
 pytestmark = pytest.mark.gui
 
 IMAGE = "embryo"
-
-
-@pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_AMODAL_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    seen = []
-    monkeypatch.setattr(_common, "show_error", lambda msg: seen.append(str(msg)))
-    return seen
 
 
 @pytest.fixture

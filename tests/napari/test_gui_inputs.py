@@ -30,26 +30,6 @@ IMAGE = "img"
 CELLS = cells_name(IMAGE)
 
 
-@pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_AMODAL_HOME", str(tmp_path / "home"))  # models, autosaves: never the user's
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    seen = []
-    monkeypatch.setattr(_common, "show_error", lambda msg: seen.append(str(msg)))
-    return seen
-
-
-@pytest.fixture
-def warned(monkeypatch):
-    seen = []
-    monkeypatch.setattr(_common, "show_warning", lambda msg: seen.append(str(msg)))
-    return seen
-
-
 @pytest.fixture
 def viewer(make_napari_viewer):
     """A (3, 64, 64) image and its cell layer (one cell a frame), frames 0 and 1 reviewed."""
@@ -331,12 +311,18 @@ def test_proofread_buttons_and_keys_without_a_cell_layer(make_napari_viewer, err
     assert not (tmp_path / "proj.json").exists() and len(v.layers) == 0
 
 
-def test_a_line_drawn_in_the_cell_layer_is_said_to_be_no_cell(viewer, errors, tmp_path):
+def _saved_project(viewer, tmp_path):
+    """A Proofread dock on the test image (no autosave timer) and the project it saved."""
     p = ProofreadWidget(viewer)
     p.timer.stop()
     p.image.setCurrentText(IMAGE)
     path = tmp_path / "proj.json"
     assert p.save(path) == path
+    return p, path
+
+
+def test_a_line_drawn_in_the_cell_layer_is_said_to_be_no_cell(viewer, errors, tmp_path):
+    p, path = _saved_project(viewer, tmp_path)
     saved = path.read_bytes()
     layer = p.layer
     n = len(layer.data)
@@ -351,11 +337,7 @@ def test_a_line_drawn_in_the_cell_layer_is_said_to_be_no_cell(viewer, errors, tm
 
 
 def test_loading_a_project_whose_image_changed(viewer, errors, tmp_path):
-    p = ProofreadWidget(viewer)
-    p.timer.stop()
-    p.image.setCurrentText(IMAGE)
-    path = tmp_path / "proj.json"
-    assert p.save(path) == path
+    p, path = _saved_project(viewer, tmp_path)
     viewer.layers[IMAGE].data = viewer.layers[IMAGE].data[::-1].copy()  # same size, other pixels
     before = _state(viewer)
     assert not p.load(path)
@@ -364,11 +346,7 @@ def test_loading_a_project_whose_image_changed(viewer, errors, tmp_path):
 
 
 def test_loading_a_project_file_with_wrong_fields(viewer, errors, tmp_path):
-    p = ProofreadWidget(viewer)
-    p.timer.stop()
-    p.image.setCurrentText(IMAGE)
-    path = tmp_path / "proj.json"
-    p.save(path)
+    p, path = _saved_project(viewer, tmp_path)
     d = json.loads(path.read_text())
     d[core.PROJECT_KEY]["reviewed"] = "all"
     (tmp_path / "wrong.json").write_text(json.dumps(d))
@@ -385,11 +363,7 @@ def test_loading_a_project_file_with_wrong_fields(viewer, errors, tmp_path):
 
 
 def test_saving_the_project_to_a_read_only_place(viewer, errors, tmp_path, monkeypatch):
-    p = ProofreadWidget(viewer)
-    p.timer.stop()
-    p.image.setCurrentText(IMAGE)
-    path = tmp_path / "proj.json"
-    assert p.save(path) == path
+    p, path = _saved_project(viewer, tmp_path)
     saved = path.read_bytes()
 
     def read_only(*args, dir=None, **kwargs):

@@ -36,13 +36,6 @@ def model_file(tmp_path_factory):
     pytest.skip("no untrained tiny model found that returns cells")
 
 
-@pytest.fixture
-def errors(monkeypatch):
-    seen = []
-    monkeypatch.setattr(_common, "show_error", lambda msg: seen.append(str(msg)))
-    return seen
-
-
 def _seg_widget(viewer, model_file, image=IMAGE):
     w = SegmentationWidget(viewer)
     w.image.setCurrentText(image)
