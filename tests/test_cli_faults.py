@@ -63,13 +63,39 @@ def test_bad_values_in_every_command_are_refused(tmp_path, capsys):
     assert not (tmp_path / "s").exists()
 
 
-def test_output_folder_that_is_a_file(done, model, capsys):
-    tmp_path, _, _ = done
+@pytest.mark.parametrize("command", ["segment", "export", "finetune", "train", "measure"])
+@pytest.mark.parametrize("where", ["afile", "afile/sub"])
+def test_output_folder_that_is_a_file(done, model, capsys, command, where):
+    tmp_path, out, before = done
     (tmp_path / "afile").write_text("keep me")
-    rc = main(["-q", "segment", str(tmp_path / "emb.tif"), "--out", str(tmp_path / "afile"), "--model", str(model),
-               "--device", "cpu"])
-    assert rc == 2 and "afile: the --out folder is a file" in capsys.readouterr().err
-    assert (tmp_path / "afile").read_text() == "keep me"
+    dest, pred = str(tmp_path / where), str(out / "emb.json")
+    args = {"segment": ["segment", str(tmp_path / "emb.tif"), "--model", str(model), "--device", "cpu"],
+            "export": ["export", pred], "measure": ["measure", pred],
+            "finetune": ["finetune", "--init", str(model), "--data", pred, "--device", "cpu"],
+            "train": ["train", "--config", "lean", "--data", pred, "--input-sizes", "64"]}[command]
+    rc = main(["-q", *args, "--out", dest])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and "Errno" not in err
+    assert ("the --out folder is a file" in err) if where == "afile" else ("is a file" in err and "afile" in err)
+    assert (tmp_path / "afile").read_text() == "keep me" and snapshot(out) == before
+
+
+def test_bad_training_options_are_refused_before_anything_is_written(done, capsys):
+    tmp_path, out, _ = done
+    rc = main(["-q", "train", "--config", "lean", "--data", str(out / "emb.json"), "--out", str(tmp_path / "tr"),
+               "--input-sizes", "0"])
+    assert rc == 2 and "input sizes must be at least 32 px" in capsys.readouterr().err
+    assert not (tmp_path / "tr").exists()  # the shape model was trained first, before
+
+
+def test_a_folder_given_as_the_model_and_quiet_runs(done, model, capsys):
+    tmp_path, out, before = done
+    (tmp_path / "mdir").mkdir()
+    assert segment(tmp_path, str(tmp_path / "mdir") + "/") == 2
+    err = capsys.readouterr().err
+    assert "mdir: is a folder, not a .safetensors model file" in err and "No such device" not in err
+    assert segment(tmp_path, model) == 0
+    assert capsys.readouterr().err == ""  # -q: no progress, no information lines
 
 
 def test_inputs_that_are_folders_or_damaged(done, model, capsys):

@@ -55,3 +55,17 @@ def test_png_is_lossless(tmp_path):
     picture = montage(tiles, columns=2)
     write_png(tmp_path / "o.png", picture)
     np.testing.assert_array_equal(iio.imread(tmp_path / "o.png"), picture)
+
+
+def test_nan_and_inf_pixels_are_drawn_without_spoiling_the_frame():
+    import warnings
+
+    frame = np.tile(np.linspace(0, 1000, 64, dtype=np.float32), (48, 1))
+    bad = frame.copy()
+    bad[5, 5], bad[6, 6], bad[7, 7] = np.nan, np.inf, -np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an invalid cast would warn
+        got = to_rgb8(bad)
+    np.testing.assert_array_equal(np.delete(got.reshape(-1, 3), [5 * 64 + 5, 6 * 64 + 6, 7 * 64 + 7], 0),
+                                  np.delete(to_rgb8(frame).reshape(-1, 3), [5 * 64 + 5, 6 * 64 + 6, 7 * 64 + 7], 0))
+    assert got[6, 6].min() == 255 and got[7, 7].max() == 0

@@ -25,14 +25,26 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
-def ensure_folder(path, what: str = "output folder") -> Path:
-    """Create folder ``path`` (and parents); a clear error when it is a file."""
+def check_folder(path, what: str = "output folder") -> Path:
+    """``path`` as a folder that is or can be made, without making it: NotADirectoryError
+    naming it when it, or a part of its path, is a file."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"{path}: the {what} is a file, not a folder")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise NotADirectoryError(f"{path}: cannot make the {what} ({parent} is a file)")
+    return path
+
+
+def ensure_folder(path, what: str = "output folder") -> Path:
+    """Create folder ``path`` (and parents); a clear error when it or a parent is a file."""
+    path = check_folder(path, what)
     try:
         path.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:  # a parent is a file
+    except (FileExistsError, NotADirectoryError):  # a parent became a file meanwhile
         raise NotADirectoryError(f"{path}: cannot make the {what} (a part of its path is a file)") from None
     return path
 

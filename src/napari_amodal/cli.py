@@ -185,6 +185,7 @@ def _device(name: str) -> str:
 
 
 def cmd_train(args) -> int:
+    from .atomic import check_folder
     from .model import get_config
     from .train.loop import TrainSettings, train_detector
     from .train.shape import load_shape_model, train_shape_model
@@ -194,8 +195,13 @@ def cmd_train(args) -> int:
         config = config.replace(mask_head=args.head)
     if args.no_occlusion:
         config = config.replace(occlusion=False)
-    out = Path(args.out)
+    out = check_folder(args.out, "--out folder")
     device = _device(args.device)
+    settings = TrainSettings(  # checked here, before the shape model may take minutes
+        iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device,
+        val_every=args.val_every, checkpoint_every=args.checkpoint_every, num_workers=args.workers,
+        input_sizes=tuple(args.input_sizes or ()),
+    )
     shape_model = None
     if config.mask_head != "fcn" and args.init is None:
         shape_path = Path(args.vqvae) if args.vqvae else out / "shape.safetensors"
@@ -210,11 +216,6 @@ def cmd_train(args) -> int:
             bar.close()
             print(f"shape model: held-out reconstruction IoU {report['val_iou']:.4f}")
         shape_model = load_shape_model(shape_path, config)
-    settings = TrainSettings(
-        iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device,
-        val_every=args.val_every, checkpoint_every=args.checkpoint_every, num_workers=args.workers,
-        input_sizes=tuple(args.input_sizes or ()),
-    )
     gen = train_detector(config, args.data, out, settings, val_sources=args.val, shape_model=shape_model,
                          init=args.init, resume=not args.restart)
     bar = _Progress("training", args.quiet)
@@ -233,8 +234,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_finetune(args) -> int:
+    from .atomic import check_folder
     from .train.finetune import finetune
 
+    check_folder(args.out, "--out folder")
     gen = finetune(
         args.init, args.data, args.out, iterations=args.iterations, lr=args.lr, train=args.train,
         device=args.device, val_fraction=args.val_fraction, replay=args.replay,
@@ -342,7 +345,8 @@ def cmd_segment(args) -> int:
         return _segment_on_cluster(args)
     segmenter = Segmenter.load(args.model, device=args.device, score_threshold=args.score_threshold,
                                batch_size=args.batch_size, input_size=args.input_size, precision=args.precision)
-    print(f"model {args.model} on {segmenter.device} ({segmenter.precision} features)", file=sys.stderr)
+    if not args.quiet:
+        print(f"model {args.model} on {segmenter.device} ({segmenter.precision} features)", file=sys.stderr)
     for inp in args.inputs:
         bar = _Progress(Path(inp).name, args.quiet)
         states: dict = {}
@@ -361,9 +365,11 @@ def cmd_segment(args) -> int:
 
 
 def cmd_measure(args) -> int:
+    from .atomic import check_folder
     from .data.coco import read_amodal
     from .measure import measure, write_measurements
 
+    check_folder(args.out, "--out folder")
     if args.minutes_per_frame is not None and args.minutes_per_frame <= 0:
         raise ValueError(f"--minutes-per-frame must be positive, got {args.minutes_per_frame}")
     if args.start_hours and args.minutes_per_frame is None:
@@ -382,12 +388,14 @@ def cmd_measure(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from .atomic import check_folder
     from .data.coco import read_amodal
     from .data.ctc import write_ctc
     from .write import output_stem
 
     if args.score_threshold is not None and not 0.0 <= args.score_threshold <= 1.0:
         raise ValueError(f"--score-threshold must be between 0 and 1, got {args.score_threshold}")
+    check_folder(args.out, "--out folder")
     suffix = "_GT" if args.kind == "gt" else "_RES"
     jobs = []  # (records, file_name, folder): every folder is decided before any is written
     for inp in args.inputs:

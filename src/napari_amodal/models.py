@@ -68,6 +68,8 @@ def resolve_model(name_or_path) -> Path:
     if p.suffix == ".safetensors" or os.sep in s or (os.altsep and os.altsep in s):
         if not p.exists():
             raise ModelNotFoundError(f"model file {p} does not exist")
+        if p.is_dir():
+            raise IsADirectoryError(f"{p}: is a folder, not a .safetensors model file")
         return p
     models = list_models()
     if s in models:

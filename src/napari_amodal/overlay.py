@@ -20,8 +20,13 @@ def track_colour(track_id: int, alpha: float = 1.0) -> np.ndarray:
 
 
 def to_rgb8(frame: np.ndarray) -> np.ndarray:
-    """(Y, X) or (Y, X, 3) of any dtype -> (Y, X, 3) uint8, contrast stretched (1-99.8 %)."""
+    """(Y, X) or (Y, X, 3) of any dtype -> (Y, X, 3) uint8, contrast stretched (1-99.8 % of
+    the finite pixels; NaN drawn black, +-inf as the brightest / darkest)."""
     f = np.asarray(frame, np.float32)
+    finite = np.isfinite(f)
+    if not finite.all():
+        lo, hi = (np.percentile(f[finite], (0, 100)) if finite.any() else (0.0, 0.0))
+        f = np.nan_to_num(f, nan=lo, posinf=hi, neginf=lo)
     lo, hi = np.percentile(f, (1, 99.8))
     f = np.clip((f - lo) / max(hi - lo, 1e-6), 0, 1) * 255
     if f.ndim == 2:

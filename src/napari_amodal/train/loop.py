@@ -63,6 +63,10 @@ class TrainSettings:
     # validation and the saved config keep the config's size. Empty: the config's size.
     input_sizes: tuple[int, ...] = ()
 
+    def __post_init__(self) -> None:
+        if any(int(v) < 32 for v in self.input_sizes):  # checked when made: before any file is written
+            raise ValueError(f"input sizes must be at least 32 px, got {list(self.input_sizes)}")
+
 
 @dataclass
 class TrainEvent:
@@ -194,8 +198,6 @@ def train_detector(
     from ..checkpoint import load_checkpoint, save_checkpoint
 
     s = settings or TrainSettings()
-    if any(int(v) < 32 for v in s.input_sizes):
-        raise ValueError(f"input sizes must be at least 32 px, got {list(s.input_sizes)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(s.device)
