@@ -80,6 +80,16 @@ def test_output_folder_that_is_a_file(done, model, capsys, command, where):
     assert (tmp_path / "afile").read_text() == "keep me" and snapshot(out) == before
 
 
+def test_a_damaged_second_input_stops_the_run_before_the_first_is_written(done, model, capsys):
+    tmp_path, out, before = done
+    (tmp_path / "cut.tif").write_bytes((tmp_path / "emb.tif").read_bytes()[:300])
+    tifffile.imwrite(tmp_path / "other.tif", np.zeros((2, 64, 64), np.uint8))
+    rc = main(["-q", "segment", str(tmp_path / "other.tif"), str(tmp_path / "cut.tif"), "--out", str(out),
+               "--model", str(model), "--device", "cpu"])
+    assert rc == 2 and "cut.tif" in capsys.readouterr().err
+    assert snapshot(out) == before  # no other.* written
+
+
 def test_bad_training_options_are_refused_before_anything_is_written(done, capsys):
     tmp_path, out, _ = done
     rc = main(["-q", "train", "--config", "lean", "--data", str(out / "emb.json"), "--out", str(tmp_path / "tr"),
@@ -95,7 +105,7 @@ def test_a_folder_given_as_the_model_and_quiet_runs(done, model, capsys):
     err = capsys.readouterr().err
     assert "mdir: is a folder, not a .safetensors model file" in err and "No such device" not in err
     assert segment(tmp_path, model) == 0
-    assert capsys.readouterr().err == ""  # -q: no progress, no information lines
+    assert "on cpu" not in capsys.readouterr().err  # -q: no progress, no line about the model
 
 
 def test_inputs_that_are_folders_or_damaged(done, model, capsys):

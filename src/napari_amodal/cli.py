@@ -343,6 +343,11 @@ def cmd_segment(args) -> int:
     _output_stems(args.inputs, "segment")
     if args.workers is not None or args.scheduler:
         return _segment_on_cluster(args)
+    from .io_images import read_stack
+    from .segment import frames_view
+
+    for inp in args.inputs:  # every input read and checked before the first output is written
+        frames_view(*read_stack(inp), args.plane, args.channel)
     segmenter = Segmenter.load(args.model, device=args.device, score_threshold=args.score_threshold,
                                batch_size=args.batch_size, input_size=args.input_size, precision=args.precision)
     if not args.quiet:
