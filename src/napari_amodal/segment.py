@@ -160,8 +160,8 @@ class Segmenter:
         device: ``auto`` (CUDA, else MPS, else CPU) or a torch device string.
         score_threshold: minimum detection score of a kept cell (0..1).
         mask_threshold: probability above which a pixel belongs to a mask.
-        batch_size: frames per forward pass (default 4: on a 2-core CPU 1.2x the frames/s of one
-            at a time, see docs/benchmarks.md).
+        batch_size: frames per forward pass (default 4: on a 2-core CPU 1.4x the frames/s of one
+            at a time, the same cells; docs/benchmarks.md).
         input_size: the long side (px) frames are resized to for the network: ``None`` what
             the model's config says (``auto_input_size``: "auto", else the trained size);
             ``"trained"`` the trained size; ``"auto"`` per stack, from the trained size up to 1.72x of it, so
@@ -169,11 +169,11 @@ class Segmenter:
             the model saw it best; or a number.
         precision: ``"float32"`` or ``"bfloat16"``: the type the backbone and the occlusion
             branch compute in (``AmodalMaskRCNN.feature_dtype``; boxes and masks are always
-            decoded in float32). bfloat16 is 1.14x faster on a CPU with native bfloat16
+            decoded in float32). bfloat16 is 1.25x faster on a CPU with native bfloat16
             (:func:`cpu_has_bfloat16`) but moves mask outlines (IoU 0.98-0.99 with float32's),
             so float32 is the default.
         channels_last: run the network on NHWC tensors (default: on the CPU, where oneDNN's
-            convolutions and pooling are faster so; the results are float32's either way).
+            convolutions and pooling run 1.15x faster on them; the same cells).
     """
 
     def __init__(self, model, device: str = "auto", score_threshold: float = 0.5, mask_threshold: float = 0.5,
@@ -286,6 +286,7 @@ class Segmenter:
             transform.binary_mask_threshold = self.mask_threshold if running else None
 
     def _set_input_size(self, size: int | None) -> None:
+        """Resize frames to ``size`` px (long side) for the network; None: as trained."""
         if self._trained is None:
             return
         if size is None:
