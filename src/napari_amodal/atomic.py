@@ -61,16 +61,22 @@ def atomic_path(path, suffix: str = "") -> Iterator[Path]:
     path = Path(path)
     ensure_folder(path.parent)
     _remove_orphans(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
+    tmp = ""
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=f".tmp{suffix}", dir=path.parent)
+        os.close(fd)
         yield Path(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp, file_mode())  # mkstemp makes owner-only files
         os.replace(tmp, path)
+    except OSError as e:
+        ours = e.filename is None or Path(str(e.filename)).name.startswith(f".{path.name}.")  # a temporary file
+        if ours and e.errno is not None:  # name the file the user asked for, not the temporary one
+            raise type(e)(e.errno, e.strerror, str(path)) from e
+        raise
     finally:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
 
 

@@ -193,7 +193,7 @@ def test_segmentation_model_that_is_missing_or_not_a_model(viewer, errors, tmp_p
     before = _state(viewer)
     for model, says in ((tmp_path / "nope.safetensors", "nope.safetensors does not exist"),
                         ("no-such-model", "no model named 'no-such-model'"),
-                        (tmp_path / "folder.safetensors", "folder.safetensors is a folder, not a .safetensors"),
+                        (tmp_path / "folder.safetensors", "folder.safetensors: is a folder, not a .safetensors"),
                         (junk, "junk.safetensors: not a safetensors file"),
                         (tif, "a.tif: not a safetensors file"),
                         (_shape_model(tmp_path), "shape.safetensors holds a shape model, not a segmentation model")):

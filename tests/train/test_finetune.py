@@ -226,3 +226,16 @@ def test_norm_stats_frozen_keeps_the_batch_norm_statistics_of_the_start(tmp_path
     assert (moved == []) == (norm_stats == "frozen")
     with pytest.raises(FinetuneError, match="norm_stats"):
         next(finetune(init, [COCO], tmp_path / "bad", **FAST, norm_stats="sometimes"))
+
+
+def test_a_run_refused_for_its_data_leaves_no_folder(tmp_path, init):
+    stack = tifffile.imread(sample_path(EMBRYO_STACK))
+    tifffile.imwrite(tmp_path / "emb.tif", stack)
+    frames, cats = read_amodal(COCO)
+    sig = core.image_signature(stack, path=tmp_path / "emb.tif")
+    proj = core.AnnotationProject.from_frames(sig, frames, n_frames=len(stack), reviewed=(1, 5), categories=cats)
+    path = core.save_project(tmp_path / "cells.project.json", proj)
+    tifffile.imwrite(tmp_path / "emb.tif", 255 - stack)  # another image at the project's path
+    with pytest.raises(core.SignatureMismatchError):
+        drain(finetune(init, [path], tmp_path / "run", **FAST))
+    assert not (tmp_path / "run").exists()

@@ -403,7 +403,15 @@ def finetune(
     if train == "refit_vqvae" and config.mask_head == "fcn":
         raise FinetuneError("refit_vqvae: the model's fcn mask head has no shape model; train heads or all")
     device = pick_device(device)
-    prepared = prepare_data(data, out / "data", val_fraction, seed)
+    fresh = not out.exists()
+    try:
+        prepared = prepare_data(data, out / "data", val_fraction, seed)
+    except Exception:
+        if fresh:  # a run refused for its data leaves no folder behind
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     replay = list(replay or [])
     if synthetic_replay:  # one event per rendered sequence: the caller can stop in between
         steps = synthetic_replay_steps(out / "data" / "synthetic", synthetic_replay)

@@ -100,9 +100,7 @@ def check_model(name_or_path) -> Path:
     from ...checkpoint import read_metadata
     from ...models import resolve_model
 
-    path = resolve_model(name_or_path)
-    if path.is_dir():
-        raise ValueError(f"model file {path} is a folder, not a .safetensors model file")
+    path = resolve_model(name_or_path)  # a folder is refused there
     kind = read_metadata(path)["config"].get("kind", "detector")
     if kind != "detector":
         raise ValueError(f"{path} holds a {kind} model, not a segmentation model")
