@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from _stacks import sample_stack
+
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -23,15 +25,12 @@ def main(argv=None) -> None:
 
     import napari
     import numpy as np
-    import tifffile
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
     from napari_amodal._napari.widgets import SegmentationWidget
-    from napari_amodal.data.sample import EMBRYO_STACK, sample_path
 
-    sample = tifffile.imread(sample_path(EMBRYO_STACK))
-    stack = np.stack([sample[i % len(sample)] for i in range(args.frames)])
+    stack = sample_stack(args.frames)
     viewer = napari.Viewer(show=True)
     viewer.add_image(stack, name="stack")
     dock = SegmentationWidget(viewer)

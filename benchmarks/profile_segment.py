@@ -27,6 +27,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from _stacks import sample_stack
+
 STARTUP = r"""
 import json, sys, time
 t0 = time.perf_counter()
@@ -120,16 +122,13 @@ def install(timers: Timers, seg) -> None:
 
 def profile(model: str, frames: int, device: str) -> dict:
     """(in a subprocess) one timed ``segment_files`` run after a short warm-up run."""
-    import numpy as np
     import tifffile
     import torch
 
-    from napari_amodal.data.sample import EMBRYO_STACK, sample_path
     from napari_amodal.segment import Segmenter
     from napari_amodal.write import segment_files
 
-    sample = tifffile.imread(sample_path(EMBRYO_STACK))
-    stack = np.stack([sample[i % len(sample)] for i in range(frames)])
+    stack = sample_stack(frames)
     seg = Segmenter.load(model, device=device)
     sync = torch.cuda.synchronize if seg.device.startswith("cuda") else None
     with tempfile.TemporaryDirectory() as tmp:

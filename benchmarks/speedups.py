@@ -36,20 +36,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from _stacks import sample_stack
+
 # frames per pass, precision, NHWC, masks pasted as booleans in their boxes
 VARIANTS = {"baseline": (1, "float32", False, False), "batch 4": (4, "float32", False, False),
             "channels last": (1, "float32", True, False), "binary masks": (1, "float32", False, True),
             "default": (4, "float32", True, True), "+ bfloat16": (4, "bfloat16", True, True)}
-
-
-def _stack(frames: int):
-    import numpy as np
-    import tifffile
-
-    from napari_amodal.data.sample import EMBRYO_STACK, sample_path
-
-    sample = tifffile.imread(sample_path(EMBRYO_STACK))
-    return np.stack([sample[i % len(sample)] for i in range(frames)])
 
 
 def _segmenter(variant: str, **kwargs):
@@ -76,7 +68,7 @@ def speed(variant: str, frames: int) -> dict:
     from napari_amodal.write import segment_files
 
     seg = _segmenter(variant)
-    stack = _stack(frames)
+    stack = sample_stack(frames)
     with tempfile.TemporaryDirectory() as tmp:
         path, warm = Path(tmp) / "stack.tif", Path(tmp) / "warm.tif"
         tifffile.imwrite(path, stack, compression="zlib", metadata={"axes": "TYX"})
@@ -99,7 +91,7 @@ def overlay_speed(frames: int = 12) -> dict:
     from napari_amodal.overlay import draw_instances, montage, to_rgb8, track_colour, write_png
     from napari_amodal.segment import Segmenter
 
-    stack = _stack(frames)
+    stack = sample_stack(frames)
     insts = Segmenter.load("bundled", device="cpu")(stack)
 
     def former(frame, inst, thickness=2):

@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _stacks import sample_stack
+
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -24,18 +26,15 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
 
     import napari
-    import numpy as np
     import tifffile
     import torch
 
     from napari_amodal._napari.widgets.segmentation import SegmentationWidget, segment_job
-    from napari_amodal.data.sample import EMBRYO_STACK, sample_path
     from napari_amodal.segment import Segmenter
     from napari_amodal.utils import drain
     from napari_amodal.write import segment_files
 
-    sample = tifffile.imread(sample_path(EMBRYO_STACK))
-    stack = np.stack([sample[i % len(sample)] for i in range(args.frames)])
+    stack = sample_stack(args.frames)
     job = {"model": "bundled", "device": "cpu", "score_threshold": 0.5, "axes": "TYX", "plane": None,
            "file_name": "stack.tif", "temporal": True}
 

@@ -63,14 +63,19 @@ def test_prepare_data_uses_reviewed_frames_and_holds_some_out(tmp_path):
     assert all(f.file_name == str(sample_path(EMBRYO_STACK).resolve()) for f in train)
 
 
-def test_a_project_whose_image_changed_is_not_trained_on(tmp_path):
-    """The cells were drawn on the saved image's pixels: another image at that path is refused."""
+def project_on_copied_image(tmp_path):
+    """The sample stack copied to tmp_path/emb.tif and a project on it (frames 1 and 5 reviewed)."""
     stack = tifffile.imread(sample_path(EMBRYO_STACK))
     tifffile.imwrite(tmp_path / "emb.tif", stack)
     frames, cats = read_amodal(COCO)
     sig = core.image_signature(stack, path=tmp_path / "emb.tif")
     proj = core.AnnotationProject.from_frames(sig, frames, n_frames=len(stack), reviewed=(1, 5), categories=cats)
-    path = core.save_project(tmp_path / "cells.project.json", proj)
+    return stack, core.save_project(tmp_path / "cells.project.json", proj)
+
+
+def test_a_project_whose_image_changed_is_not_trained_on(tmp_path):
+    """The cells were drawn on the saved image's pixels: another image at that path is refused."""
+    stack, path = project_on_copied_image(tmp_path)
     assert prepare_data([path], tmp_path / "ok", val_fraction=0.5).n_train == 1
     changed = stack.copy()
     changed[3] = 255 - changed[3]
@@ -229,12 +234,7 @@ def test_norm_stats_frozen_keeps_the_batch_norm_statistics_of_the_start(tmp_path
 
 
 def test_a_run_refused_for_its_data_leaves_no_folder(tmp_path, init):
-    stack = tifffile.imread(sample_path(EMBRYO_STACK))
-    tifffile.imwrite(tmp_path / "emb.tif", stack)
-    frames, cats = read_amodal(COCO)
-    sig = core.image_signature(stack, path=tmp_path / "emb.tif")
-    proj = core.AnnotationProject.from_frames(sig, frames, n_frames=len(stack), reviewed=(1, 5), categories=cats)
-    path = core.save_project(tmp_path / "cells.project.json", proj)
+    stack, path = project_on_copied_image(tmp_path)
     tifffile.imwrite(tmp_path / "emb.tif", 255 - stack)  # another image at the project's path
     with pytest.raises(core.SignatureMismatchError):
         drain(finetune(init, [path], tmp_path / "run", **FAST))

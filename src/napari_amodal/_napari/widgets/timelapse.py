@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qtpy.QtCore import QPointF, QRectF, Qt, Signal
+from qtpy.QtCore import QPointF, QRectF, Signal
 from qtpy.QtGui import QColor, QPainter, QPen
 from qtpy.QtWidgets import (
     QComboBox,
