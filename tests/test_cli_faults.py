@@ -149,7 +149,8 @@ def test_unexpected_failure_is_one_line_and_verbose_shows_the_traceback(done, mo
     err = capsys.readouterr().err
     assert "Traceback" not in err and "RuntimeError: expected scalar type" in err and "-v" in err
     assert segment(tmp_path, model, "-v") == 1
-    assert "Traceback" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "run with -v" not in err  # the hint only where the traceback is not
     assert snapshot(out) == before
 
 
@@ -222,6 +223,14 @@ def test_two_runs_into_one_folder_do_not_interleave(done, model, capsys):
         sleeper.wait()
     assert segment(tmp_path, model) == 0  # the dead run's lock is taken over
     assert not (out / ".emb.lock").exists()
+
+
+@pytest.mark.parametrize("argv", [["segment", "--batch-size", "x", "a.tif"], ["segmnt"], [],
+                                  ["segment", "a.tif", "--no-such-option"]])
+def test_usage_errors_are_one_line_that_points_to_help(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ": error: " in err[0] and "--help)" in err[0] and not err[0].startswith("usage")
 
 
 def test_failures_map_to_statuses_and_one_line():

@@ -90,12 +90,16 @@ OPTION_TYPES = {  # option -> type, for every numeric option of every command
 
 
 class _Parser(argparse.ArgumentParser):
-    """Numeric options get their checked type from :data:`OPTION_TYPES` (sub-commands too)."""
+    """Numeric options get their checked type from :data:`OPTION_TYPES` (sub-commands too);
+    a usage error is one line, like every other failure (argparse prints its usage block first)."""
 
     def add_argument(self, *names, **kwargs):
         if names and names[0] in OPTION_TYPES and kwargs.get("type") in (int, float):
             kwargs["type"] = OPTION_TYPES[names[0]]
         return super().add_argument(*names, **kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 # ---------------------------------------------------------------------------
 # commands
@@ -633,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001  (every failure becomes one line; -v adds the traceback)
-        code, message = describe_failure(e)
+        code, message = describe_failure(e, verbose=args.verbose)
         if args.verbose:
             import traceback
 
@@ -656,9 +660,10 @@ def is_out_of_memory(e: BaseException) -> bool:
         isinstance(e, RuntimeError) and any(s in str(e).lower() for s in OUT_OF_MEMORY))
 
 
-def describe_failure(e: BaseException) -> tuple[int, str]:
+def describe_failure(e: BaseException, verbose: bool = False) -> tuple[int, str]:
     """Exit status and one line for a failure: 2 for bad input (files, options,
-    values), 1 for runtime failures (disk full, permissions, memory, anything else)."""
+    values), 1 for runtime failures (disk full, permissions, memory, anything else).
+    An unexpected failure's line points to ``-v`` unless ``verbose`` (the traceback is shown)."""
     import errno
 
     if isinstance(e, USAGE_ERRORS):  # includes AmodalFormatError, CheckpointError
@@ -674,7 +679,7 @@ def describe_failure(e: BaseException) -> tuple[int, str]:
         return 1, ("out of memory (earlier files are intact; try --batch-size 1, a smaller --input-size, "
                    "or a machine with more memory)")
     first = (str(e).strip().splitlines() or [""])[0]
-    return 1, f"{type(e).__name__}: {first} (run with -v for the traceback)"
+    return 1, f"{type(e).__name__}: {first}" + ("" if verbose else " (run with -v for the traceback)")
 
 
 if __name__ == "__main__":  # pragma: no cover
