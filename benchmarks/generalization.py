@@ -64,7 +64,8 @@ def score(model: str, family: str, args) -> dict:
     from napari_amodal.evaluate.frame_scores import frame_scores
     from napari_amodal.segment import Segmenter
 
-    seg = Segmenter.load(model, device=args.device, score_threshold=0.05, input_size=args.input_size)
+    seg = Segmenter.load(model, device=args.device, score_threshold=0.05, input_size=args.input_size,
+                         tta=args.tta)
     gts, preds, t0 = [], [], time.time()
     seed = VAL_SEED[family] if args.split == "val" else None
     for images, gt in heldout(family, args.sequences, args.frames, seed=seed):
@@ -126,6 +127,7 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--input-size", type=lambda v: v if v in ("auto", "trained") else int(v), default=None,
                     help="network input size: auto (per stack), trained, or pixels (default: what the model says)")
+    ap.add_argument("--tta", action="store_true", help="test-time augmentation (each frame also mirrored)")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args(argv)
 
@@ -138,7 +140,7 @@ def main(argv=None) -> list[dict]:
             rows.append(row)
             print_row(row)
     print(f"machine: {platform.machine()} {platform.processor() or ''} ({os.cpu_count()} cores), {args.device}; "
-          f"input size {args.input_size or 'default'}; {args.split} split, {args.sequences} x {args.frames} frames per family, score threshold {args.score_threshold}")
+          f"input size {args.input_size or 'default'}{', TTA' if args.tta else ''}; {args.split} split, {args.sequences} x {args.frames} frames per family, score threshold {args.score_threshold}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return rows

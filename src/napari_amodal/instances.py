@@ -174,6 +174,8 @@ class FrameInstances:
     def select(self, keep) -> "FrameInstances":
         """A new frame holding the instances picked by a boolean or index array."""
         keep = np.asarray(keep)
+        if keep.size == 0 and keep.dtype != bool:  # [] selects nothing (numpy reads it as float)
+            keep = keep.astype(np.int64)
         if keep.dtype == bool and keep.shape != (len(self),):
             raise ValueError(f"boolean selector must have shape ({len(self)},)")
         return replace(

@@ -54,6 +54,7 @@ from ._common import (
     set_features,
     snapshot,
 )
+from .offers import CorrectionOffers
 
 HISTORY = 30
 AUTOSAVE_MS = 10_000
@@ -65,7 +66,8 @@ def default_autosave_dir() -> Path:
     return user_model_dir().parent / "autosave"
 
 
-SHORTCUTS = {"Shift-N": "next", "Shift-R": "reviewed", "Shift-D": "delete", "Shift-U": "undo"}
+SHORTCUTS = {"Shift-N": "next", "Shift-R": "reviewed", "Shift-D": "delete", "Shift-U": "undo",
+             "Shift-A": "accept_offer", "Shift-X": "reject_offer"}
 
 
 def _unbind(viewer, keys) -> None:
@@ -88,6 +90,8 @@ class ProofreadWidget(QWidget):
         self.last_measurements: list[Path] | None = None
         self._layer = None
         self._quiet = 0  # >0: layer events come from the widget itself
+        self._before: list[tuple[np.ndarray, str]] = []  # the shapes an edit in progress changes, as they were
+        self.offers = CorrectionOffers(self)
 
         self.cells = QComboBox()
         self.image = QComboBox()
@@ -120,6 +124,8 @@ class ProofreadWidget(QWidget):
             ("delete", "Delete selected", self.delete_selected),
             ("set_id", "Set id", self.apply_id),
             ("undo", "Undo", self.undo),
+            ("accept_offer", "Accept offer", self.accept_offer),
+            ("reject_offer", "Reject offer", self.reject_offer),
             ("next", "Next frame needing attention", self.next_frame),
             ("reviewed", "Mark frame reviewed", self.mark_reviewed),
             ("save", "Save", self.save),
@@ -133,7 +139,7 @@ class ProofreadWidget(QWidget):
         self._bind_keys()
 
         edit = QGridLayout()
-        for i, key in enumerate(["polygon", "ellipse", "edit", "select", "delete", "undo"]):
+        for i, key in enumerate(["polygon", "ellipse", "edit", "select", "delete", "undo", "accept_offer", "reject_offer"]):
             edit.addWidget(b[key], i // 2, i % 2)
         id_row = QHBoxLayout()
         id_row.addWidget(self.cell_id)
@@ -175,7 +181,7 @@ class ProofreadWidget(QWidget):
         """Keyboard shortcuts in the viewer (with the canvas focused), shown in the tooltips."""
         for key, name in SHORTCUTS.items():
             slot = {"next": self.next_frame, "reviewed": self.mark_reviewed, "delete": self.delete_selected,
-                    "undo": self.undo}[name]
+                    "undo": self.undo, "accept_offer": self.accept_offer, "reject_offer": self.reject_offer}[name]
             self.viewer.bind_key(key, lambda viewer, s=reported(slot): s(), overwrite=True)
             self.buttons[name].setToolTip(f"shortcut: {key}")
         viewer, keys = self.viewer, list(SHORTCUTS)
@@ -249,8 +255,10 @@ class ProofreadWidget(QWidget):
         if self._quiet:
             return
         action = str(getattr(event, "action", ""))
+        indices = self._indices(event)
         if action.endswith(("adding", "removing", "changing")):
             self.history.append(snapshot(self._layer))
+            self._before = self._shapes(indices) if not action.endswith("adding") else []
         elif action.endswith("added"):
             self._quiet += 1
             try:
@@ -258,8 +266,39 @@ class ProofreadWidget(QWidget):
             finally:
                 self._quiet -= 1
             self._changed()
+            self._offer(self._before, indices)
         elif action.endswith(("removed", "changed")):
             self._changed()
+            self._offer(self._before, indices if action.endswith("changed") else [])
+
+    def _indices(self, event) -> list[int]:
+        n = len(self._layer.data)
+        return [i % n if n else i for i in getattr(event, "data_indices", ()) or ()]
+
+    def _shapes(self, indices) -> list[tuple[np.ndarray, str]]:
+        layer = self._layer
+        return [(np.array(layer.data[i], copy=True), layer.shape_type[i]) for i in indices if 0 <= i < len(layer.data)]
+
+    def _offer(self, removed, added_indices) -> None:
+        """Offer the edit just made (``removed`` shapes as they were, the shapes now at
+        ``added_indices``) for the frames after it, when it was made in one frame."""
+        layer = self._layer
+        added = self._shapes(added_indices)
+        frames = {int(round(v[0, 0])) for v, _ in removed + added if v.shape[1] >= 3}
+        self._before = []
+        if len(frames) != 1:
+            self.offers.withdraw()
+            return
+        ids = [int(layer.features["cell_id"].iloc[i]) for i in added_indices if 0 <= i < len(layer.data)]
+        self.offers.propose(frames.pop(), removed, added, ids)
+
+    def accept_offer(self) -> None:
+        """Carry the last fix to the frames it was offered for (one undoable edit)."""
+        self.offers.accept()
+
+    def reject_offer(self) -> None:
+        self.offers.withdraw()
+        self._show_status()
 
     def _label_new_shapes(self) -> None:
         """New shapes (cell_id -1 from the feature defaults) get a fresh id, score 1,
@@ -314,8 +353,10 @@ class ProofreadWidget(QWidget):
         if not layer.selected_data:
             report_info("Select the cells to delete first.")
             return
+        removed = self._shapes(sorted(layer.selected_data)) if layer is self._layer else []
         with self._edit():
             layer.remove_selected()
+        self._offer(removed, [])
 
     def apply_id(self) -> None:
         """Give the selected shapes the id in the spin box (their colour follows)."""
@@ -335,6 +376,7 @@ class ProofreadWidget(QWidget):
         if not self.history:
             report_info("Nothing to undo.")
             return
+        self.offers.withdraw()
         self._quiet += 1
         try:
             restore(layer, self.history.pop())

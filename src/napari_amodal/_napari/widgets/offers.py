@@ -1,0 +1,193 @@
+"""Corrections offered for the neighbouring frames, in napari (over :mod:`napari_amodal.propagate`).
+
+After an edit in the Proofread dock, :class:`CorrectionOffers` works out where the same fix
+applies in the following frames (in a worker thread: the frames are rasterised there from a
+copy of the layer), shows it as an ``offer`` Shapes layer (yellow: outlines it adds, red:
+outlines it removes) and waits for one key: accept or reject. Any other edit withdraws it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ...instances import FrameInstances, mask_to_polygons
+from ..layers import META_KEY, _shape_mask, cell_layer_to_frames
+
+ADD_COLOUR, REMOVE_COLOUR = "yellow", "red"
+
+
+class LayerFrames(Sequence):
+    """The frames of a copied cell layer, each rasterised when first read (FrameInstances
+    whose ``track_ids`` are the shapes' cell ids)."""
+
+    def __init__(self, data, types, features, metadata, n_frames: int, shape: tuple[int, int]):
+        self.data, self.types, self.features, self.metadata = data, types, features, metadata
+        self.frame_of = np.asarray(features["frame"], np.int64) if len(data) else np.zeros(0, np.int64)
+        self.n_frames, self.shape, self._cache = int(n_frames), tuple(shape), {}
+
+    def __len__(self) -> int:
+        return self.n_frames
+
+    def __getitem__(self, t: int) -> FrameInstances:
+        if not 0 <= t < self.n_frames:
+            raise IndexError(t)
+        if t not in self._cache:
+            keep = np.flatnonzero(self.frame_of == t)
+            frames = cell_layer_to_frames([self.data[i] for i in keep], self.features.iloc[keep].reset_index(drop=True),
+                                          self.metadata, [self.types[i] for i in keep], image_shape=self.shape)
+            self._cache[t] = frames[t] if len(keep) else FrameInstances.empty(self.shape, frame=t)
+        return self._cache[t]
+
+
+def shape_masks(shapes: list[tuple[np.ndarray, str]], shape: tuple[int, int]) -> np.ndarray:
+    """(N, Y, X) bool masks of ``(vertices, shape_type)`` pairs (vertices (K, 3): t, y, x)."""
+    masks = [_shape_mask(np.asarray(v)[:, -2:], kind, shape) for v, kind in shapes]
+    return np.array(masks, bool).reshape(len(masks), *shape)
+
+
+def compute_offer(frames: LayerFrames, images, frame: int, removed, added, added_ids):
+    """The core's offer for an edit in ``frame`` (removed / added: ``(vertices, type)`` pairs);
+    None when the edit cannot be carried (nothing left after it)."""
+    from ...propagate import Edit, offer
+
+    removed_masks, added_masks = shape_masks(removed, frames.shape), shape_masks(added, frames.shape)
+    if not len(removed_masks) and not len(added_masks):
+        return None
+    result = offer(frames, images, Edit(frame, removed_masks, added_masks, tuple(int(i) for i in added_ids)))
+    return result if len(result) else None
+
+
+def offer_shapes(frames: LayerFrames, result, z: float | None = None) -> tuple[list[np.ndarray], list[str]]:
+    """Outlines for the ``offer`` layer: the masks the offer adds and the cells it removes,
+    as (K, 3) (t, y, x) or (K, 4) with a ``z`` column, and their colours."""
+    data, colours = [], []
+    for t in result.frames:
+        frame = frames[t]
+        for masks, colour in ((result.masks[t], ADD_COLOUR), (frame.masks[result.remove[t]], REMOVE_COLOUR)):
+            for m in masks:
+                for poly in mask_to_polygons(m, tolerance=0.4):
+                    lead = [np.full(len(poly), t, np.float32)] + ([np.full(len(poly), z, np.float32)] if z is not None else [])
+                    data.append(np.column_stack(lead + [poly]))
+                    colours.append(colour)
+    return data, colours
+
+
+def accepted_layer(layer, frames: LayerFrames, result, z: float | None = None) -> tuple[list, list, object]:
+    """The cell layer's shapes with the offer carried out: ``(data, types, features)``.
+
+    The offer's removed cells are the shapes with their (frame, cell id); the added masks
+    become polygons with the edit's cell ids, score 1 and their area."""
+    import pandas as pd
+
+    feats = layer.features.reset_index(drop=True)
+    frame_col, id_col = np.asarray(feats["frame"], np.int64), np.asarray(feats["cell_id"], np.int64)
+    drop = np.zeros(len(layer.data), bool)
+    rows = []
+    for t in result.frames:
+        gone = frames[t].track_ids[result.remove[t]]
+        drop |= (frame_col == t) & np.isin(id_col, gone)
+        for m, cid in zip(result.masks[t], result.ids[t]):
+            for poly in mask_to_polygons(m, tolerance=0.4):
+                lead = [np.full(len(poly), t, np.float32)] + ([np.full(len(poly), z, np.float32)] if z is not None else [])
+                rows.append((np.column_stack(lead + [poly]), {
+                    "cell_id": int(cid), "score": 1.0, "area": int(m.sum()), "frame": int(t), "label": 1, "parent_id": -1}))
+    keep = np.flatnonzero(~drop)
+    data = [layer.data[i] for i in keep] + [r[0] for r in rows]
+    types = [layer.shape_type[i] for i in keep] + ["polygon"] * len(rows)
+    new = pd.DataFrame([r[1] for r in rows], columns=feats.columns) if rows else feats.iloc[:0]
+    features = pd.concat([feats.iloc[keep], new.astype(feats.dtypes.to_dict())], ignore_index=True)
+    return data, types, features
+
+
+def copy_layer(layer, n_frames: int) -> LayerFrames:
+    """A LayerFrames over a copy of ``layer`` (safe to read from a worker thread)."""
+    shape = tuple(layer.metadata.get(META_KEY, {}).get("image_shape", ()))
+    return LayerFrames([np.array(d, copy=True) for d in layer.data], list(layer.shape_type), layer.features.copy(),
+                       dict(layer.metadata), n_frames, shape)
+
+
+def layer_plane_coordinate(layer) -> float | None:
+    """The Z coordinate the shapes of a (t, z, y, x) cell layer carry; None for (t, y, x)."""
+    if layer.ndim < 4 or not len(layer.data):
+        return None
+    return float(np.asarray(layer.data[0])[0, 1])
+
+
+class CorrectionOffers:
+    """The offer after an edit in the Proofread dock ``widget`` (which has ``viewer``,
+    ``status``, ``layer``, ``_image_layer()`` and the ``_edit()`` context): computed in a
+    worker, shown as a layer, accepted or rejected with one key."""
+
+    def __init__(self, widget):
+        self.widget = widget
+        self.result = None
+        self.frames: LayerFrames | None = None
+        self.generation = 0  # an offer computed for an older edit is dropped
+        self.worker = None
+
+    @property
+    def layer_name(self) -> str:
+        return f"offer: {self.widget.cells.currentText()}"
+
+    def propose(self, frame: int, removed, added, added_ids) -> None:
+        """Work out, in a worker, where the edit in ``frame`` applies next (``removed`` /
+        ``added``: (vertices, shape type) pairs; ``added_ids``: the added cells' ids)."""
+        from napari.qt.threading import create_worker
+
+        from ...segment import frames_view
+        from ._common import image_axes, report_error
+
+        self.withdraw()
+        layer, image = self.widget.layer, self.widget._image_layer()
+        if layer is None or image is None or layer.ndim < 3:
+            return  # a single frame has no neighbours
+        z = layer_plane_coordinate(layer)
+        images, _ = frames_view(image.data, image_axes(image), plane=None if z is None else int(round(z)))
+        frames = copy_layer(layer, len(images))
+        generation = self.generation
+        worker = create_worker(compute_offer, frames, images, frame, removed, added, added_ids,
+                               _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(lambda result: self._show(generation, layer, frames, result, z))
+        worker.errored.connect(report_error)
+        self.worker = worker
+        worker.start()
+
+    def _show(self, generation: int, layer, frames: LayerFrames, result, z) -> None:
+        viewer = self.widget.viewer
+        if generation != self.generation or result is None or layer not in viewer.layers:
+            return  # another edit came first, nothing to offer, or the layer (or viewer) is gone
+        self.result, self.frames, self.z = result, frames, z
+        data, colours = offer_shapes(frames, result, z)
+        if self.layer_name in viewer.layers:
+            viewer.layers.remove(self.layer_name)
+        active = viewer.layers.selection.active
+        viewer.add_shapes(data, shape_type="polygon", edge_color=colours, face_color="transparent", edge_width=2,
+                          name=self.layer_name, metadata={"offer": True})
+        viewer.layers.selection.active = active  # the user goes on editing the cells
+        first, last = result.frames[0], result.frames[-1]
+        self.widget.status.setText(
+            f"The same fix fits frames {first}-{last} ({len(result)} frames): Shift-A accepts it, Shift-X rejects it.")
+
+    def accept(self) -> None:
+        from ._common import recolour, report_info, set_shapes
+
+        if self.result is None:
+            report_info("No correction is on offer: edit a cell in one frame first.")
+            return
+        result, frames, z = self.result, self.frames, self.z
+        self.withdraw()
+        with self.widget._edit() as layer:
+            data, types, features = accepted_layer(layer, frames, result, z)
+            set_shapes(layer, data, types, features, np.zeros((len(data), 4)), np.zeros((len(data), 4)))
+            recolour(layer)
+        self.widget.status.setText(f"Fix carried to frames {result.frames[0]}-{result.frames[-1]}.")
+
+    def withdraw(self) -> None:
+        """Drop the offer (rejected, or overtaken by another edit)."""
+        self.generation += 1
+        self.result = None
+        viewer = self.widget.viewer
+        if self.layer_name in viewer.layers:
+            viewer.layers.remove(self.layer_name)
