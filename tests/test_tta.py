@@ -56,3 +56,22 @@ def test_test_time_augmentation_drops_a_cell_only_one_orientation_finds():
     assert np.allclose(tta[0].scores, 0.9) and np.array_equal(tta[0].masks[0], disk_mask((64, 96), (32, 48), 8))
     low = Segmenter(_OrientedModel(), device="cpu", tta=True, score_threshold=0.3)(stack, temporal=False)
     assert [len(f) for f in low] == [3, 3, 3] and np.allclose(low[0].scores, [0.9, 0.4, 0.4])
+
+
+def test_segment_tta_on_the_command_line(tmp_path, monkeypatch):
+    import tifffile
+
+    from napari_amodal.cli import main
+    from napari_amodal.data.coco import read_amodal
+    from tiny import save_untrained
+
+    seen = []
+    original = Segmenter._detect
+    monkeypatch.setattr(Segmenter, "_detect", lambda self, *a: seen.append(self.tta) or original(self, *a))
+    model = save_untrained(tmp_path / "tiny.safetensors")
+    tifffile.imwrite(tmp_path / "emb.tif", np.random.default_rng(1).integers(0, 255, (2, 80, 96)).astype(np.uint8))
+    for flag in ([], ["--tta"]):
+        rc = main(["-q", "segment", str(tmp_path / "emb.tif"), "--out", str(tmp_path / "out"), "--model", str(model),
+                   "--device", "cpu", "--score-threshold", "0", *flag])
+        assert rc == 0 and len(read_amodal(tmp_path / "out" / "emb.json")[0]) == 2
+    assert seen == [False, True]  # one batch of 2 frames each run

@@ -316,7 +316,7 @@ def _segment_on_cluster(args) -> int:
                            score_threshold=args.score_threshold, batch_size=args.batch_size,
                            workers=args.workers or 1, threads_per_worker=args.threads_per_worker,
                            scheduler=args.scheduler, input_size=args.input_size, precision=args.precision,
-                           plane=args.plane, channel=args.channel,
+                           tta=args.tta, plane=args.plane, channel=args.channel,
                            temporal=not args.per_frame, linker=args.linker)
     for done, r in enumerate(results, start=1):
         if r.error:
@@ -353,7 +353,8 @@ def cmd_segment(args) -> int:
     for inp in args.inputs:  # every input read and checked before the first output is written
         frames_view(*read_stack(inp), args.plane, args.channel)
     segmenter = Segmenter.load(args.model, device=args.device, score_threshold=args.score_threshold,
-                               batch_size=args.batch_size, input_size=args.input_size, precision=args.precision)
+                               batch_size=args.batch_size, input_size=args.input_size, precision=args.precision,
+                               tta=args.tta)
     if not args.quiet:
         print(f"model {args.model} on {segmenter.device} ({segmenter.precision} features)", file=sys.stderr)
     for inp in args.inputs:
@@ -574,6 +575,9 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
                     help="arithmetic of the backbone: float32 (default) or bfloat16 (faster on CPUs with native "
                          "bfloat16; mask outlines move by about a pixel)")
+    sg.add_argument("--tta", action="store_true",
+                    help="test-time augmentation: each frame also segmented mirrored, a cell only one view finds "
+                         "keeps half its score (twice the time)")
     sg.add_argument("--per-frame", action="store_true",
                     help="segment each frame on its own (default: decode the time-lapse as a whole: counts that "
                          "respect the lineage, missed cells carried over, one-frame spurious cells dropped)")

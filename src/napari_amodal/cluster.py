@@ -70,13 +70,13 @@ def _peak_mb() -> float:
 def segment_many(inputs: Sequence, out_dir, *, model: str = "bundled", device: str = "cpu",
                  score_threshold: float = 0.5, batch_size: int | None = None, workers: int = 2,
                  threads_per_worker: int = 1, scheduler: str | None = None, input_size=None,
-                 precision: str = "float32", **options) -> Iterator[StackResult]:
+                 precision: str = "float32", tta: bool = False, **options) -> Iterator[StackResult]:
     """Segment ``inputs`` (TIFF stacks) on a Dask cluster; yields a :class:`StackResult` per
     stack as each finishes (any order).
 
     Args:
         inputs: stack paths; their outputs go to ``out_dir`` as with ``segment``.
-        model, device, score_threshold, batch_size, input_size, precision: as
+        model, device, score_threshold, batch_size, input_size, precision, tta: as
             :class:`~napari_amodal.segment.Segmenter`.
         workers: processes of the LocalCluster started here (ignored with ``scheduler``).
         threads_per_worker: torch threads per worker (workers x threads = the cores to use).
@@ -90,7 +90,7 @@ def segment_many(inputs: Sequence, out_dir, *, model: str = "bundled", device: s
         raise ValueError(f"--workers must be at least 1, got {workers}")
     out = str(Path(out_dir).resolve())
     settings = {"score_threshold": float(score_threshold), "batch_size": batch_size, "input_size": input_size,
-                "precision": precision}
+                "precision": precision, "tta": bool(tta)}
     cluster = None
     if scheduler is None:
         # one thread per worker process: each task is one stack, torch brings its own threads

@@ -356,19 +356,51 @@ def finetune(
         outside ``out_dir/data``; FinetuneError for a run out of memory. Earlier
         checkpoints and models stay as they were.
     """
-    import torch
-
     from ..atomic import atomic_write_text
-    from ..data.dataset import AmodalDataset
-    from ..model import ModelConfig
-    from ..models import load_model, pick_device, resolve_model
-    from ..checkpoint import read_metadata
-    from .loop import TrainSettings, train_detector, validate
-    from .shape import load_shape_model, train_shape_model
+    from ..models import pick_device
+    from .loop import TrainSettings, train_detector
 
+    out = Path(out_dir) if out_dir is not None else None
+    _check_options(train, out, iterations, lr, anchor, norm_stats, synthetic_replay, replay_fraction, name,
+                   overwrite, resume, replay)
+    init_path, config = _detector_to_start_from(init, train)
+    device = pick_device(device)
+    prepared = _prepare(data, out, val_fraction, seed)
+    replay = list(replay or [])
+    if synthetic_replay:
+        replay.append((yield from _render_replay(out, synthetic_replay, iterations)))
+    log.info("fine-tuning %s on %d frames (%d held out)", init_path, prepared.n_train, prepared.n_val)
+    val_sources = [prepared.val] if prepared.val else None
+    summary = {"init": str(init_path), "data": [str(d) for d in data], "train": train, "iterations": iterations,
+               "lr": lr, "n_train": prepared.n_train, "n_val": prepared.n_val, "replay": [str(r) for r in replay],
+               "replay_fraction": replay_fraction if replay else 0.0, "anchor": anchor, "norm_stats": norm_stats,
+               "before": None, "after": None}  # finetune.json
+    if validate_before and val_sources:
+        summary["before"] = yield from _baseline(init_path, val_sources, device, iterations)
+    start_from = init_path
+    if train == "refit_vqvae":
+        start_from = yield from _refit_shape(config, init_path, prepared, out, shape_iterations, seed, device,
+                                             iterations, summary)
+    settings = TrainSettings(iterations=iterations, batch_size=batch_size, lr=lr, warmup=min(50, iterations // 10),
+                             checkpoint_every=max(1, min(100, iterations // 4 or 1)), val_every=val_every, seed=seed,
+                             device=device, trainable="all" if train == "all" else "heads", anchor=anchor,
+                             norm_stats=norm_stats)
+    gen = train_detector(config, [prepared.train], out, settings, val_sources=val_sources, init=start_from,
+                         resume=resume, replay_sources=replay or None, replay_fraction=replay_fraction if replay else 0.0)
+    final = yield from _train_stage(gen, device, out, summary)
+    result = publish_model(final, name) if name else final  # name checked free (or overwrite) at the start
+    summary["model"] = str(final)
+    summary["published"] = str(result) if name else None
+    atomic_write_text(out / "finetune.json", json.dumps(summary, indent=2, default=str))
+    return result
+
+
+def _check_options(train, out, iterations, lr, anchor, norm_stats, synthetic_replay, replay_fraction, name,
+                   overwrite, resume, replay) -> None:
+    """FinetuneError / FileNotFoundError for options no run can use, before anything is written."""
     if train not in TRAIN_CHOICES:
         raise FinetuneError(f"train must be one of {', '.join(TRAIN_CHOICES)}, got {train!r}")
-    if out_dir is None:
+    if out is None:
         raise FinetuneError("out_dir is needed (checkpoints and the log go there)")
     if iterations < 1 or lr <= 0:
         raise FinetuneError(f"need iterations >= 1 and lr > 0 (got {iterations}, {lr})")
@@ -386,15 +418,21 @@ def finetune(
 
         if (user_model_dir() / f"{name}.safetensors").exists() and not overwrite:
             raise FinetuneError(f"a model called {name!r} exists already; choose another name or overwrite it")
-    earlier = [p.name for p in Path(out_dir).glob("*.safetensors")] + (
-        ["log.jsonl"] if (Path(out_dir) / "log.jsonl").exists() else [])
+    earlier = [p.name for p in out.glob("*.safetensors")] + (["log.jsonl"] if (out / "log.jsonl").exists() else [])
     if earlier and not resume:
-        raise FinetuneError(f"{out_dir} holds an earlier run ({', '.join(sorted(earlier))}); "
+        raise FinetuneError(f"{out} holds an earlier run ({', '.join(sorted(earlier))}); "
                             "choose a new output folder, or resume that run")
     for r in replay or ():
         if not Path(r).is_file():
             raise FileNotFoundError(f"{r}: no such replay file")
-    out = Path(out_dir)
+
+
+def _detector_to_start_from(init, train: str):
+    """``(path, ModelConfig)`` of the model to fine-tune; FinetuneError if it cannot be."""
+    from ..checkpoint import read_metadata
+    from ..model import ModelConfig
+    from ..models import resolve_model
+
     init_path = resolve_model(init)
     meta = read_metadata(init_path)
     if meta["config"].get("kind", "detector") != "detector":
@@ -402,64 +440,71 @@ def finetune(
     config = ModelConfig.from_dict(meta["config"]["model"])
     if train == "refit_vqvae" and config.mask_head == "fcn":
         raise FinetuneError("refit_vqvae: the model's fcn mask head has no shape model; train heads or all")
-    device = pick_device(device)
+    return init_path, config
+
+
+def _prepare(data, out: Path, val_fraction: float, seed: int) -> FinetuneData:
+    """:func:`prepare_data` into ``out/data``; a run refused for its data leaves no new folder behind."""
     fresh = not out.exists()
     try:
-        prepared = prepare_data(data, out / "data", val_fraction, seed)
+        return prepare_data(data, out / "data", val_fraction, seed)
     except Exception:
-        if fresh:  # a run refused for its data leaves no folder behind
+        if fresh:
             import shutil
 
             shutil.rmtree(out, ignore_errors=True)
         raise
-    replay = list(replay or [])
-    if synthetic_replay:  # one event per rendered sequence: the caller can stop in between
-        steps = synthetic_replay_steps(out / "data" / "synthetic", synthetic_replay)
-        while True:
-            try:
-                done, total = next(steps)
-            except StopIteration as rendered:
-                replay.append(rendered.value)
-                break
-            yield TrainEvent(0, iterations, {}, 0.0, 0.0,
-                             extra={"stage": "replay", "frames": synthetic_replay, "done": done, "total": total})
-    log.info("fine-tuning %s on %d frames (%d held out)", init_path, prepared.n_train, prepared.n_val)
-    val_sources = [prepared.val] if prepared.val else None
-    summary = {"init": str(init_path), "data": [str(d) for d in data], "train": train, "iterations": iterations,
-               "lr": lr, "n_train": prepared.n_train, "n_val": prepared.n_val,
-               "replay": [str(r) for r in replay], "replay_fraction": replay_fraction if replay else 0.0,
-               "anchor": anchor, "norm_stats": norm_stats, "before": None, "after": None}
 
-    if validate_before and val_sources:
-        model, _, _ = load_model(init_path, device)
-        before = validate(model, AmodalDataset(val_sources), device)
-        del model
-        summary["before"] = before
-        yield TrainEvent(0, iterations, {}, 0.0, 0.0, validation=before, extra={"stage": "baseline"})
 
-    start_from = init_path
-    if train == "refit_vqvae":
-        report = train_shape_model(config, [prepared.train], out / "shape.safetensors",
-                                   iterations=shape_iterations, batch_size=64, seed=seed, device=device)
-        start_from = swap_shape_model(init_path, load_shape_model(report["path"], config),
-                                      out / "init_refit.safetensors")
-        summary["shape"] = {k: v for k, v in report.items() if k != "usage"}
-        yield TrainEvent(0, iterations, {}, 0.0, report["seconds"], extra={"stage": "shape", "report": report})
+def _render_replay(out: Path, n_frames: int, iterations: int) -> Generator[TrainEvent, None, Path]:
+    """Stage ``replay``: render the synthetic replay frames, one event per sequence (the caller
+    can stop in between); returns their annotation file."""
+    steps = synthetic_replay_steps(out / "data" / "synthetic", n_frames)
+    while True:
+        try:
+            done, total = next(steps)
+        except StopIteration as rendered:
+            return rendered.value
+        yield TrainEvent(0, iterations, {}, 0.0, 0.0,
+                         extra={"stage": "replay", "frames": n_frames, "done": done, "total": total})
 
-    settings = TrainSettings(
-        iterations=iterations, batch_size=batch_size, lr=lr, warmup=min(50, iterations // 10),
-        checkpoint_every=max(1, min(100, iterations // 4 or 1)), val_every=val_every, seed=seed,
-        device=device, trainable="all" if train == "all" else "heads", anchor=anchor, norm_stats=norm_stats,
-    )
-    gen = train_detector(config, [prepared.train], out, settings, val_sources=val_sources, init=start_from,
-                         resume=resume, replay_sources=list(replay) if replay else None,
-                         replay_fraction=replay_fraction if replay else 0.0)
+
+def _baseline(init_path, val_sources, device: str, iterations: int) -> Generator[TrainEvent, None, dict]:
+    """Stage ``baseline``: the starting model's scores on the held-out frames."""
+    from ..data.dataset import AmodalDataset
+    from ..models import load_model
+    from .loop import validate
+
+    model, _, _ = load_model(init_path, device)
+    before = validate(model, AmodalDataset(val_sources), device)
+    yield TrainEvent(0, iterations, {}, 0.0, 0.0, validation=before, extra={"stage": "baseline"})
+    return before
+
+
+def _refit_shape(config, init_path, prepared, out: Path, shape_iterations: int, seed: int, device: str,
+                 iterations: int, summary: dict) -> Generator[TrainEvent, None, Path]:
+    """Stage ``shape``: retrain the VQ-VAE on the new masks and swap it into the detector;
+    returns the detector to train from."""
+    from .shape import load_shape_model, train_shape_model
+
+    report = train_shape_model(config, [prepared.train], out / "shape.safetensors",
+                               iterations=shape_iterations, batch_size=64, seed=seed, device=device)
+    start_from = swap_shape_model(init_path, load_shape_model(report["path"], config), out / "init_refit.safetensors")
+    summary["shape"] = {k: v for k, v in report.items() if k != "usage"}
+    yield TrainEvent(0, iterations, {}, 0.0, report["seconds"], extra={"stage": "shape", "report": report})
+    return start_from
+
+
+def _train_stage(gen, device: str, out: Path, summary: dict) -> Generator[TrainEvent, None, Path]:
+    """Stage ``train``: the detector's training loop, its events passed on (the last validation
+    kept as ``summary["after"]``), running out of memory said as a FinetuneError."""
+    import torch
+
     while True:
         try:
             event = next(gen)
         except StopIteration as stop:
-            final = stop.value
-            break
+            return stop.value
         except (RuntimeError, MemoryError) as e:
             oom = (MemoryError, *([torch.OutOfMemoryError] if hasattr(torch, "OutOfMemoryError") else []))
             if isinstance(e, oom) or "out of memory" in str(e):
@@ -476,8 +521,3 @@ def finetune(
         except GeneratorExit:
             gen.close()  # the loop saves last.safetensors
             raise
-    result = publish_model(final, name) if name else final  # name checked free (or overwrite) at the start
-    summary["model"] = str(final)
-    summary["published"] = str(result) if name else None
-    atomic_write_text(out / "finetune.json", json.dumps(summary, indent=2, default=str))
-    return result
