@@ -24,20 +24,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from domain_shift import render_set  # noqa: E402
+from domain_shift import predict, render_set  # noqa: E402
 
 
 def score(model, stacks, gts, device) -> dict:
+    """AP and the per-frame count of ``model`` on ``[(stack, file name)]`` against ``gts``."""
     from napari_amodal.evaluate import evaluate_frames
     from napari_amodal.evaluate.frame_scores import frame_scores
-    from napari_amodal.segment import Segmenter
 
-    seg = Segmenter.load(model, device=device, score_threshold=0.05)
-    preds = []
-    for images, name in stacks:
-        preds += seg(images, axes="TYX", file_name=name)
-    ap = evaluate_frames(gts, preds)
-    counts = frame_scores(gts, preds, score_threshold=0.5)
+    preds = predict(model, stacks, device)
+    ap, counts = evaluate_frames(gts, preds), frame_scores(gts, preds, score_threshold=0.5)
     return {"AP": ap["AP"], "AP50": ap["AP50"], "count_exact": counts["count_exact"],
             "false_positive_share": counts["false_positive_share"]}
 

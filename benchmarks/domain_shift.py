@@ -79,15 +79,18 @@ def render_set(folder: Path, tag: str, seed: int, n_sequences: int, n_frames: in
     return path, stacks, gts
 
 
-def evaluate(model, stacks, gts, device) -> dict:
-    from napari_amodal.evaluate import evaluate_frames
+def predict(model, stacks, device) -> list:
+    """The model's frames (scores down to 0.05) for ``[(stack, file name)]``."""
     from napari_amodal.segment import Segmenter
 
     seg = Segmenter.load(model, device=device, score_threshold=0.05)
-    preds = []
-    for images, name in stacks:
-        preds += seg(images, axes="TYX", file_name=name)
-    r = evaluate_frames(gts, preds)
+    return [f for images, name in stacks for f in seg(images, axes="TYX", file_name=name)]
+
+
+def evaluate(model, stacks, gts, device) -> dict:
+    from napari_amodal.evaluate import evaluate_frames
+
+    r = evaluate_frames(gts, predict(model, stacks, device))
     return {k: r[k] for k in ("AP", "AP50", "AP75")}
 
 
