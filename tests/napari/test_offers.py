@@ -102,11 +102,16 @@ def test_a_drawn_cell_is_offered_where_the_model_misses_it_and_rejecting_keeps_t
     assert errors == []
 
 
-def test_an_edit_withdraws_the_offer_before_it(proofread, qtbot):
+def test_an_edit_withdraws_the_offer_before_it(proofread, qtbot, monkeypatch):
+    from napari_amodal._napari.widgets import _common
+
+    infos = []
+    monkeypatch.setattr(_common, "show_info", lambda msg: infos.append(str(msg)))
     viewer, p, _ = proofread
     layer = p.layer
     _delete_spurious_in_frame_1(p, qtbot)
     p.undo()
     assert p.offers.result is None and "offer: cells" not in viewer.layers
     p.accept_offer()  # nothing on offer: said so, nothing changes
+    assert infos == ["No correction is on offer: edit a cell in one frame first."]
     assert [_cells_in(layer, t, 2) for t in range(T)] == [1, 1, 1, 1, 1, 1, 0, 0]
