@@ -56,6 +56,10 @@ def _delete_spurious_in_frame_1(p, qtbot):
     qtbot.waitUntil(lambda: p.offers.result is not None, timeout=20_000)
 
 
+def _offer_shown(viewer) -> bool:
+    return "offer: cells" in viewer.layers and len(viewer.layers["offer: cells"].data) > 0
+
+
 def _press(viewer, key):
     from napari.utils.key_bindings import KeyBinding
 
@@ -66,11 +70,11 @@ def test_a_deletion_is_offered_for_the_frames_that_still_have_the_cell(proofread
     viewer, p, errors = proofread
     layer = p.layer
     _delete_spurious_in_frame_1(p, qtbot)
-    assert p.offers.result.frames == [2, 3, 4, 5] and "offer: cells" in viewer.layers
+    assert p.offers.result.frames == [2, 3, 4, 5] and _offer_shown(viewer)
     assert "Shift-A" in p.status.text() and "frames 2-5" in p.status.text()
     assert viewer.layers.selection.active is layer  # editing goes on in the cell layer
     _press(viewer, "Shift-A")
-    assert "offer: cells" not in viewer.layers and p.offers.result is None
+    assert not _offer_shown(viewer) and p.offers.result is None
     assert [_cells_in(layer, t, 2) for t in range(T)] == [1, 0, 0, 0, 0, 0, 0, 0]
     assert [_cells_in(layer, t, 1) for t in range(T)] == [1] * T  # the real cell stays everywhere
     p.undo()  # the accepted offer is one undoable edit
@@ -92,13 +96,17 @@ def test_a_drawn_cell_is_offered_where_the_model_misses_it_and_rejecting_keeps_t
     assert mask_iou(result.masks[4], _other(4)[None])[0, 0] > 0.95  # it followed the cell down the image
     before = [np.array(d) for d in layer.data]
     _press(viewer, "Shift-X")
-    assert "offer: cells" not in viewer.layers and len(layer.data) == len(before)
+    assert not _offer_shown(viewer) and len(layer.data) == len(before)
     # draw it again and accept: frames 3 and 4 get the cell, with the drawn cell's id
     layer.add(np.column_stack([np.full(len(poly), 2.0), poly]), shape_type="polygon")
     new_id = int(layer.features["cell_id"].iloc[-1])
     qtbot.waitUntil(lambda: p.offers.result is not None, timeout=20_000)
     p.accept_offer()
     assert [_cells_in(layer, t, new_id) for t in range(T)] == [0, 0, 1, 1, 1, 0, 0, 0]
+    from napari_amodal.overlay import track_colour
+
+    carried = np.flatnonzero((layer.features["cell_id"] == new_id) & (layer.features["frame"] == 4))[0]
+    assert np.allclose(layer.edge_color[carried], track_colour(new_id))  # its track's colour, like the rest
     assert errors == []
 
 
@@ -111,7 +119,7 @@ def test_an_edit_withdraws_the_offer_before_it(proofread, qtbot, monkeypatch):
     layer = p.layer
     _delete_spurious_in_frame_1(p, qtbot)
     p.undo()
-    assert p.offers.result is None and "offer: cells" not in viewer.layers
+    assert p.offers.result is None and not _offer_shown(viewer)
     p.accept_offer()  # nothing on offer: said so, nothing changes
     assert infos == ["No correction is on offer: edit a cell in one frame first."]
     assert [_cells_in(layer, t, 2) for t in range(T)] == [1, 1, 1, 1, 1, 1, 0, 0]
