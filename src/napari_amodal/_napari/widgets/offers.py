@@ -67,11 +67,18 @@ def offer_shapes(frames: LayerFrames, result, z: float | None = None) -> tuple[l
         frame = frames[t]
         for masks, colour in ((result.masks[t], ADD_COLOUR), (frame.masks[result.remove[t]], REMOVE_COLOUR)):
             for m in masks:
-                for poly in mask_to_polygons(m, tolerance=0.4):
-                    lead = [np.full(len(poly), t, np.float32)] + ([np.full(len(poly), z, np.float32)] if z is not None else [])
-                    data.append(np.column_stack(lead + [poly]))
-                    colours.append(colour)
+                outlines = _outlines(m, t, z)
+                data += outlines
+                colours += [colour] * len(outlines)
     return data, colours
+
+
+def _outlines(mask: np.ndarray, t: int, z: float | None) -> list[np.ndarray]:
+    """The polygons of ``mask`` (Y, X) as shape vertices of frame ``t``: (K, 3) (t, y, x), or
+    (K, 4) with the layer's ``z`` column."""
+    lead = [t] if z is None else [t, z]
+    return [np.column_stack([np.full((len(poly), len(lead)), lead, np.float32), poly])
+            for poly in mask_to_polygons(mask, tolerance=0.4)]
 
 
 def offer_changes(layer, frames: LayerFrames, result, z: float | None = None) -> tuple[np.ndarray, list, list]:
@@ -86,11 +93,10 @@ def offer_changes(layer, frames: LayerFrames, result, z: float | None = None) ->
     for t in result.frames:
         drop |= (frame_col == t) & np.isin(id_col, frames[t].track_ids[result.remove[t]])
         for m, cid in zip(result.masks[t], result.ids[t]):
-            for poly in mask_to_polygons(m, tolerance=0.4):
-                lead = [np.full(len(poly), t, np.float32)] + ([np.full(len(poly), z, np.float32)] if z is not None else [])
-                vertices.append(np.column_stack(lead + [poly]))
-                rows.append({"cell_id": int(cid), "score": 1.0, "area": int(m.sum()), "frame": int(t), "label": 1,
-                             "parent_id": -1})
+            outlines = _outlines(m, t, z)
+            vertices += outlines
+            rows += [{"cell_id": int(cid), "score": 1.0, "area": int(m.sum()), "frame": int(t), "label": 1,
+                      "parent_id": -1}] * len(outlines)
     return np.flatnonzero(drop), vertices, rows
 
 
@@ -144,7 +150,7 @@ class CorrectionOffers:
                                _start_thread=False, _ignore_errors=True)
         worker.returned.connect(lambda result: self._show(generation, layer, frames, result, z))
         worker.errored.connect(report_error)
-        self.worker = worker
+        self.worker = worker  # held: a worker nobody references can be collected while it runs
         worker.start()
 
     def _show(self, generation: int, layer, frames: LayerFrames, result, z) -> None:
