@@ -30,25 +30,49 @@ def read_stack(path) -> tuple[np.ndarray, str]:
         return _read_plain_image(path)
     try:
         with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            data = series.asarray()
-            axes = series.axes.upper()
-            meta = tif.shaped_metadata[0] if tif.shaped_metadata else None
-            described = tif.is_ome or tif.is_imagej
+            data = tif.series[0].asarray()
+            header = _header(tif)
     except MemoryError:
         raise
     except Exception as e:  # tifffile and its codecs (zlib, LZW, JPEG...) raise their own errors on damaged files
         raise ValueError(f"{path}: not a readable TIFF ({type(e).__name__}: {e})") from None
-    if meta and isinstance(meta.get("axes"), str) and len(meta["axes"]) == data.ndim:
+    return data, _axes(header, data.shape)
+
+
+def stack_axes(path, shape: tuple[int, ...]) -> str:
+    """The axes :func:`read_stack` gives a TIFF whose pixels were read as ``shape``, from its
+    header only (for an image opened by another reader, e.g. napari's own); guessed from the
+    shape when the file cannot say."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            header = _header(tif)
+    except Exception:  # noqa: BLE001 - no readable header: the shape is all there is
+        return guess_axes(tuple(shape))
+    return _axes(header, tuple(shape))
+
+
+def _header(tif) -> tuple[str, dict | None, bool]:
+    """What an open TiffFile says of its first series' axes: tifffile's axes, our own
+    ``axes`` entry (shaped metadata) and whether ImageJ or OME describe it."""
+    meta = tif.shaped_metadata[0] if tif.shaped_metadata else None
+    return tif.series[0].axes.upper(), meta, bool(tif.is_ome or tif.is_imagej)
+
+
+def _axes(header: tuple[str, dict | None, bool], shape: tuple[int, ...]) -> str:
+    """Axes of pixels of ``shape`` given their file's :func:`_header`."""
+    axes, meta, described = header
+    if meta and isinstance(meta.get("axes"), str) and len(meta["axes"]) == len(shape):
         axes, described = meta["axes"].upper(), True
     if not described:
-        return data, guess_axes(data.shape)
+        return guess_axes(shape)
     axes = axes.replace("Q", "T").replace("I", "T")
     if "S" in axes and not axes.endswith("S"):
         axes = axes.replace("S", "C")  # planar samples are channels
-    if len(axes) != data.ndim or set(axes) - set("TZCYXS") or len(set(axes)) != len(axes):
-        axes = guess_axes(data.shape)
-    return data, axes
+    if len(axes) != len(shape) or set(axes) - set("TZCYXS") or len(set(axes)) != len(axes):
+        axes = guess_axes(shape)
+    return axes
 
 
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders

@@ -49,7 +49,10 @@ def test_finetune_from_the_cell_layer_offers_the_model(viewer, qtbot, tmp_path, 
     w.anchor.setValue(0.5)
     assert w.cells.currentText() == cells_name(IMAGE) and w.image.currentText() == IMAGE
     w.run_button.click()
+    bar = w.progress  # napari's own progress, shown in its activity dock
+    assert bar is not None and bar.desc == "Fine-tuning" and bar.total == 2
     qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    assert bar.n == 2 and w.progress is None  # reached the last iteration, then closed
     assert not errors
     assert w.result is not None and not w.result["stopped"]
     assert len(w.plot.series["loss"]) == 2 and w.plot.series["AP"]  # baseline + validation points

@@ -75,21 +75,24 @@ def _shape_model(tmp_path):
 # -- files dropped / opened on the viewer ------------------------------------------------
 
 
-def test_damaged_tiffs_are_refused_naming_the_file(viewer, tmp_path):
-    good = tmp_path / "good.tif"
-    tifffile.imwrite(good, np.zeros((3, 32, 32), np.uint8))
-    (tmp_path / "truncated.tif").write_bytes(good.read_bytes()[:200])
-    (tmp_path / "junk.tif").write_bytes(b"not a tiff at all" * 20)
-    (tmp_path / "empty.tif").write_bytes(b"")
-    before = _state(viewer)
-    # dropped, napari asks which reader (napari-amodal or its builtins); this is napari-amodal chosen
-    for name, says in (("truncated.tif", "not a readable TIFF (TiffFileError"),
-                       ("junk.tif", "not a readable TIFF (no TIFF header)"), ("empty.tif", "the file is empty")):
-        with pytest.raises(ValueError) as e:
-            viewer.open(str(tmp_path / name), plugin="napari-amodal")
-        assert str(e.value).startswith(f"{tmp_path / name}: {says}"), str(e.value)
-    _same(_state(viewer), before)
-    assert len(viewer.open(str(good), plugin="napari-amodal")) == 1  # a good file still opens after
+def test_tiffs_are_left_to_napari_and_the_docks_still_read_their_axes(viewer, tmp_path):
+    """Claiming TIFFs made napari ask which reader on every TIFF: napari's own reader opens
+    them, and the docks read axes and units from the file's header."""
+    from npe2 import PluginManager
+
+    from napari_amodal.data.sample import EMBRYO_STACK
+
+    focal = tmp_path / "focal.tif"  # an ImageJ Z stack: by its shape alone it would be frames
+    tifffile.imwrite(focal, np.zeros((5, 32, 32), np.uint8), imagej=True, resolution=(2.0, 2.0),
+                     metadata={"axes": "ZYX", "unit": "um"})
+    readers = {r.plugin_name for r in PluginManager.instance().iter_compatible_readers([str(focal)])}
+    assert "napari-amodal" not in readers and readers  # one reader: napari opens it without asking
+    _drop(viewer, focal)
+    layer = viewer.layers["focal"]
+    assert _common.image_axes(layer) == "ZYX"
+    assert _common.image_meta(layer)["um_per_px"] == pytest.approx(0.5)
+    _drop(viewer, sample_path(EMBRYO_STACK))  # a plain tifffile stack: frames, by its shape
+    assert _common.image_axes(viewer.layers[-1]) == "TYX"
 
 
 def test_json_that_is_not_coco_amodal_is_left_to_other_readers(viewer, tmp_path):
@@ -174,7 +177,7 @@ def test_segmentation_without_a_usable_image_layer(make_napari_viewer, errors):
     v.add_points(np.zeros((2, 2)), name="points")
     v.add_image(np.zeros((2, 2, 2, 2, 16, 16), np.uint8), name="six-d")
     before = _state(v)
-    for layer, says in (("points", "'points' is a points layer; choose an Image layer"),
+    for layer, says in (("points", "'points' is a Points layer; choose an Image layer"),
                         ("six-d", "'six-d' has shape (2, 2, 2, 2, 16, 16)")):
         w.image.setCurrentText(layer)
         w.run()
@@ -286,7 +289,7 @@ def test_an_image_of_another_size_than_the_cells_is_refused(viewer, errors, tmp_
     p = ProofreadWidget(viewer)
     p.timer.stop()
     p.image.setCurrentText("small")
-    assert p.save(tmp_path / "proj.json") is None
+    assert p.save(tmp_path / "proj.json", wait=True) is None
     assert "image 'small' is 32x32 px" in errors[-1] and not (tmp_path / "proj.json").exists()
 
 
@@ -317,7 +320,7 @@ def _saved_project(viewer, tmp_path):
     p.timer.stop()
     p.image.setCurrentText(IMAGE)
     path = tmp_path / "proj.json"
-    assert p.save(path) == path
+    assert p.save(path, wait=True) == path
     return p, path
 
 
@@ -329,18 +332,18 @@ def test_a_line_drawn_in_the_cell_layer_is_said_to_be_no_cell(viewer, errors, tm
     layer.add(np.array([[1.0, 2.0, 2.0], [1.0, 30.0, 30.0]]), shape_type="line")
     assert len(layer.data) == n + 1
     assert "A line is not a cell outline" in errors[-1]
-    assert p.save(path) is None
+    assert p.save(path, wait=True) is None
     assert "cannot turn a napari 'line' shape into a cell mask" in errors[-1] and "unchanged" in errors[-1]
     assert path.read_bytes() == saved
     p.undo()  # the line goes; the project saves again
-    assert len(layer.data) == n and p.save(path) == path
+    assert len(layer.data) == n and p.save(path, wait=True) == path
 
 
 def test_loading_a_project_whose_image_changed(viewer, errors, tmp_path):
     p, path = _saved_project(viewer, tmp_path)
     viewer.layers[IMAGE].data = viewer.layers[IMAGE].data[::-1].copy()  # same size, other pixels
     before = _state(viewer)
-    assert not p.load(path)
+    assert not p.load(path, wait=True)
     assert "proj.json was saved for another image" in errors[-1] and "the pixel values differ" in errors[-1]
     _same(_state(viewer), before)
 
@@ -357,7 +360,7 @@ def test_loading_a_project_file_with_wrong_fields(viewer, errors, tmp_path):
                        ("plain.json", "not a napari-amodal project"),
                        ("cut.json", "not a valid project file"),
                        ("none.json", "no such project file")):
-        assert not p.load(tmp_path / name)
+        assert not p.load(tmp_path / name, wait=True)
         assert f"{name}: {says}" in errors[-1], errors[-1]
     _same(_state(viewer), before)
 
@@ -372,12 +375,12 @@ def test_saving_the_project_to_a_read_only_place(viewer, errors, tmp_path, monke
     with monkeypatch.context() as m:
         m.setattr(atomic, "tempfile", SimpleNamespace(mkstemp=read_only))
         p.mark_reviewed()
-        assert p.save(path) is None
+        assert p.save(path, wait=True) is None
     assert errors[-1] == f"Could not save the project to {path}: permission denied. The previous file is unchanged."
     assert path.read_bytes() == saved and p.dirty
     a_file = tmp_path / "notes.txt"
     a_file.write_text("mine")
-    assert p.save(a_file / "proj.json") is None
+    assert p.save(a_file / "proj.json", wait=True) is None
     assert f"Could not save the project to {a_file / 'proj.json'}" in errors[-1] and a_file.read_text() == "mine"
 
 
@@ -386,7 +389,7 @@ def test_exporting_with_no_reviewed_frame(viewer, errors, tmp_path):
     p = ProofreadWidget(viewer)
     p.timer.stop()
     p.image.setCurrentText(IMAGE)
-    assert p.export(tmp_path / "train.json") is None
+    assert p.export(tmp_path / "train.json", wait=True) is None
     assert "no frame is marked reviewed" in errors[-1] and not (tmp_path / "train.json").exists()
 
 
@@ -417,7 +420,7 @@ def test_file_units_the_boxes_cannot_hold_are_left_out_with_a_warning(make_napar
     v = make_napari_viewer()
     tifffile.imwrite(tmp_path / "odd.tif", np.zeros((3, 32, 32), np.uint8), imagej=True, resolution=(2e-4, 2e-4),
                      metadata={"axes": "TYX", "finterval": 1e7, "unit": "um"})  # 5000 µm/px, 166667 min/frame
-    v.open(str(tmp_path / "odd.tif"), plugin="napari-amodal")
+    v.open(str(tmp_path / "odd.tif"))
     p = ProofreadWidget(v)
     p.timer.stop()
     assert p.um_per_px.value() == 0.0 and p.minutes.value() == 0.0  # not clamped to the boxes' maxima

@@ -46,10 +46,13 @@ def test_reader_writer_round_trip(make_napari_viewer, tmp_path):
     assert back[0].file_name == gt[0].file_name
 
 
-def test_reader_opens_tiff_stack(make_napari_viewer):
+def test_tiff_stacks_open_with_napari_and_keep_their_axes(make_napari_viewer):
+    from napari_amodal._napari.widgets._common import image_axes, image_file
+
     viewer = make_napari_viewer()
-    layers = viewer.open(str(sample_path("embryo_sample.tif")), plugin="napari-amodal")
-    assert layers[0].data.ndim == 3
+    layers = viewer.open(str(sample_path("embryo_sample.tif")))
+    assert layers[0].data.ndim == 3 and image_axes(layers[0]) == "TYX"
+    assert image_file(layers[0])[1] == "embryo_sample.tif"
 
 
 def test_opening_the_widget_after_the_canvas_does_not_crash(tmp_path):

@@ -195,14 +195,14 @@ def test_project_save_reload_refuse_autosave(segmented, make_napari_viewer, erro
     viewer.dims.set_current_step(0, 2)
     p.mark_reviewed()
     path = tmp_path / "proj.json"
-    assert p.save(path) == path
+    assert p.save(path, wait=True) == path
     before = _common.layer_frames(p.layer)
 
     # reload into a fresh viewer on the same image
     v2 = make_napari_viewer()
     v2.open_sample("napari-amodal", "embryo")
     p2 = _proofread(v2)
-    assert p2.load(path)
+    assert p2.load(path, wait=True)
     after = _common.layer_frames(p2.layer)
     assert p2.reviewed() == {2}
     for a, b in zip(before, after):
@@ -217,12 +217,12 @@ def test_project_save_reload_refuse_autosave(segmented, make_napari_viewer, erro
     v2.add_image(np.zeros((20, 500, 500), np.uint8), name="other")
     p2.image.setCurrentText("other")
     n_errors = len(errors)
-    assert not p2.load(path)
+    assert not p2.load(path, wait=True)
     assert len(errors) == n_errors + 1 and "another image" in errors[-1]
     # loading again onto the right image replaces the cell layer, no pile-up
     p2.image.setCurrentText(IMAGE)
     n_layers = len(v2.layers)
-    assert p2.load(path) and len(v2.layers) == n_layers
+    assert p2.load(path, wait=True) and len(v2.layers) == n_layers
 
     # an atomic-write failure leaves the previous file intact
     saved = path.read_text()
@@ -232,7 +232,7 @@ def test_project_save_reload_refuse_autosave(segmented, make_napari_viewer, erro
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", fail)
-    assert p.save(path) is None
+    assert p.save(path, wait=True) is None
     assert "previous file is unchanged" in errors[-1]
     assert path.read_text() == saved
     monkeypatch.undo()
@@ -301,10 +301,10 @@ def test_focal_stack_without_time_segments_the_chosen_plane(make_napari_viewer, 
     p = ProofreadWidget(viewer)
     p.image.setCurrentText("focal")
     p.cells.setCurrentText("focal amodal cells")
-    path = p.save(tmp_path / "focal.json")
+    path = p.save(tmp_path / "focal.json", wait=True)
     assert path is not None and errors == []
     viewer.layers.remove("focal amodal cells")
-    assert p.load(path), errors
+    assert p.load(path, wait=True), errors
     reloaded = viewer.layers["focal amodal cells"]
     assert reloaded.ndim == 2 and len(reloaded.data) == len(want)
 
@@ -419,7 +419,7 @@ def test_units_come_from_the_image_file_unless_typed(make_napari_viewer, tmp_pat
     viewer = make_napari_viewer()
     tifffile.imwrite(tmp_path / "e.tif", np.zeros((3, 32, 32), np.uint8), imagej=True, resolution=(2.5, 2.5),
                      metadata={"axes": "TYX", "finterval": 600, "unit": "um"})
-    viewer.open(str(tmp_path / "e.tif"), plugin="napari-amodal")
+    viewer.open(str(tmp_path / "e.tif"))  # napari's own reader: the units come from the file
     w = ProofreadWidget(viewer)
     w.image.setCurrentText("e")
     w.refresh_layers()
@@ -506,3 +506,140 @@ def test_proofreading_shortcuts(segmented):
 
     _unbind(viewer, list(SHORTCUTS))  # what closing the dock does
     assert KeyBinding.from_str("Shift-N") not in viewer.keymap
+
+
+# -- walk-through bugs (issue 22) ----------------------------------------------------------
+
+
+def _drag_vertices(layer, index, scale):
+    """What napari's direct mode does when a vertex is dragged: the shape's vertices change
+    in place and only a "changed" event follows (no "changing" before it)."""
+    from napari.layers.base._base_constants import ActionType
+
+    vertices = layer._data_view.shapes[index].data
+    centre = vertices[:, -2:].mean(axis=0)
+    vertices[:, -2:] = centre + (vertices[:, -2:] - centre) * scale
+    layer._data_view.edit(index, vertices)
+    layer.events.data(value=layer.data, action=ActionType.CHANGED, data_indices=(index,), vertex_indices=((0,),))
+
+
+def test_vertex_edits_update_the_area_and_can_be_undone(segmented):
+    viewer, _ = segmented
+    p = _proofread(viewer)
+    layer = p.layer
+    layer.selected_data = {1}
+    p.delete_selected()  # an earlier edit, so an undo that skips the vertex edit shows
+    n = len(layer.data)
+    old, area = np.array(layer.data[0], copy=True), int(layer.features["area"].iloc[0])
+    _drag_vertices(layer, 0, 1.5)
+    grown = int(layer.features["area"].iloc[0])
+    assert grown > 1.8 * area  # 1.5x the size: 2.25x the area, not the stale one
+    p.undo()
+    assert len(layer.data) == n  # the deletion is still undone only by the next undo
+    back = [i for i, d in enumerate(layer.data) if d.shape == old.shape and np.allclose(d, old)]
+    assert len(back) == 1 and int(layer.features["area"].iloc[back[0]]) == area  # undo may reorder shapes
+    p.undo()
+    assert len(layer.data) == n + 1
+
+
+def test_the_frame_range_survives_adding_a_layer(make_napari_viewer, model_file):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((10, 48, 48), np.uint8), name="a")
+    w = _seg_widget(viewer, model_file, image="a")
+    w.first.setValue(2)
+    w.last.setValue(5)
+    viewer.add_points(np.zeros((1, 3)), name="marks")
+    viewer.add_image(np.zeros((4, 48, 48), np.uint8), name="b")
+    assert (w.first.value(), w.last.value()) == (2, 5)
+    w.image.setCurrentText("b")  # another image: the range fits it
+    assert (w.first.value(), w.last.value()) == (2, 3) and w.last.maximum() == 3
+
+
+def test_reviewed_frames_are_only_segmented_again_when_the_user_says_so(segmented, qtbot, monkeypatch, errors):
+    from napari_amodal._napari.widgets import segmentation
+
+    viewer, w = segmented
+    p = _proofread(viewer)
+    layer = p.layer
+    viewer.dims.set_current_step(0, 1)
+    layer.selected_data = set(np.flatnonzero(np.asarray(layer.features["frame"]) == 1)[:1].tolist())
+    p.delete_selected()  # a correction in frame 1
+    p.mark_reviewed()
+    kept = [np.array(d) for d, t in zip(layer.data, layer.features["frame"]) if t == 1]
+    asked = []
+    for choice in ("cancel", "skip", "replace"):
+        monkeypatch.setattr(segmentation, "ask_reviewed", lambda parent, frames, c=choice: asked.append(frames) or c)
+        w.scope.setCurrentText("frame range")
+        w.first.setValue(1)
+        w.last.setValue(2)
+        w.run()
+        if choice == "cancel":
+            assert w.worker is None and asked == [[1]]
+            continue
+        qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
+        now = [np.array(d) for d, t in zip(layer.data, layer.features["frame"]) if t == 1]
+        if choice == "skip":  # the reviewed frame is untouched, frame 2 was segmented again
+            assert len(now) == len(kept) and all(np.array_equal(a, b) for a, b in zip(now, kept))
+            assert p.reviewed() == {1}
+        else:
+            assert len(now) == len(kept) + 1  # the model's cells are back
+            assert p.reviewed() == set()
+    assert errors == []
+
+
+def test_a_project_opened_with_file_open_keeps_its_review_and_image(make_napari_viewer, tmp_path, errors):
+    import tifffile
+
+    from napari_amodal.data.sample import EMBRYO_GT, EMBRYO_STACK, sample_path
+    from napari_amodal.io_images import read_stack
+
+    tif = tmp_path / "embryo.tif"
+    tifffile.imwrite(tif, read_stack(sample_path(EMBRYO_STACK))[0])
+    v = make_napari_viewer()
+    v.open(str(tif))
+    v.open(str(sample_path(EMBRYO_GT)), plugin="napari-amodal")
+    p = ProofreadWidget(v)
+    p.timer.stop()
+    p.image.setCurrentText("embryo")
+    v.dims.set_current_step(0, 3)
+    p.mark_reviewed()
+    path = tmp_path / "proj.json"
+    assert p.save(path, wait=True) == path
+    n_cells = len(p.layer.data)
+
+    v2 = make_napari_viewer()
+    v2.window._qt_viewer._qt_open([str(path)], stack=False)  # File > Open, or a drop on the canvas
+    assert [ly.name for ly in v2.layers] == ["embryo", "embryo amodal cells"]
+    assert np.array_equal(v2.layers["embryo"].data, v.layers["embryo"].data)
+    p2 = ProofreadWidget(v2)
+    p2.timer.stop()
+    assert p2.reviewed() == {3} and len(p2.layer.data) == n_cells
+    assert p2.image.currentText() == "embryo" and p2.project_path == path
+    v2.dims.set_current_step(0, 4)
+    p2.mark_reviewed()
+    assert p2.save(wait=True) == path  # back to the project it came from
+    v3 = make_napari_viewer()
+    v3.open(str(path), plugin="napari-amodal")
+    assert ProofreadWidget(v3).reviewed() == {3, 4}
+    assert errors == []
+
+
+def test_outputs_lie_on_a_scaled_and_shifted_image(make_napari_viewer, qtbot, model_file, errors):
+    from napari_amodal.data.sample import EMBRYO_STACK, sample_path
+    from napari_amodal.io_images import read_stack
+
+    viewer = make_napari_viewer()
+    stack = read_stack(sample_path(EMBRYO_STACK))[0][:4]
+    image = viewer.add_image(stack, name="scaled", scale=(2.0, 0.5, 0.5), translate=(10.0, 5.0, -3.0))
+    w = _seg_widget(viewer, model_file, image="scaled")
+    w.scope.setCurrentText("all frames")
+    _run(qtbot, w)
+    assert errors == []
+    for name in ("scaled amodal cells", "scaled occlusion", "scaled lineage"):
+        layer = viewer.layers[name]
+        assert np.allclose(layer.scale, image.scale) and np.allclose(layer.translate, image.translate), name
+    cells = viewer.layers["scaled amodal cells"]
+    viewer.dims.set_point(0, 10.0 + 2.0 * 3)  # world time of frame 3
+    assert _common.current_frame(viewer, cells) == 3 == _common.current_frame(viewer, image)
+    _common.go_to_frame(viewer, cells, 1)
+    assert viewer.dims.point[0] == pytest.approx(12.0) and _common.current_frame(viewer, image) == 1

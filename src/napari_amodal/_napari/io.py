@@ -1,7 +1,10 @@
 """npe2 reader and writer contributions.
 
-Reader: TIFF stacks (Y,X / T,Y,X / T,Z,Y,X, grey or RGB) as Image layers, and
-COCO-amodal / KINS / COCOA JSON as amodal cell (Shapes) layers.
+Reader: COCO-amodal / KINS / COCOA JSON as amodal cell (Shapes) layers, and napari-amodal
+projects as their cells with the reviewed frames, after the image they were drawn on (when its
+file is still where the project says). TIFF stacks are left to napari's own reader (claiming
+them too made napari ask which reader on every TIFF); the widgets read a TIFF's axes, pixel size
+and frame interval from its file (``widgets._common.image_meta``).
 Writer: an amodal cell layer to COCO-amodal JSON.
 
 Bad files follow napari's reader convention: ``get_reader`` returns None for what
@@ -19,9 +22,6 @@ from typing import Any
 
 from .layers import META_KEY, cell_layer_data, cell_layer_to_frames
 
-TIFF_SUFFIXES = (".tif", ".tiff")
-
-
 class CellWriteError(RuntimeError):
     """A layer the COCO-amodal writer cannot write, or a file it cannot write to."""
 
@@ -30,8 +30,6 @@ def _ours(path) -> bool:
     if os.path.isdir(path):  # a folder named like a file (stack.tif/): not ours
         return False
     p = str(path).lower()
-    if p.endswith(TIFF_SUFFIXES):
-        return True
     if not p.endswith(".json"):
         return False
     try:  # an annotation file names images and annotations near its start
@@ -46,8 +44,8 @@ def _ours(path) -> bool:
 
 
 def get_reader(path):
-    """Return a reader for TIFF stacks and amodal annotation JSON, else None
-    (other JSON files are left to other readers)."""
+    """Return a reader for amodal annotation JSON and projects, else None (other JSON files
+    are left to other readers)."""
     paths = path if isinstance(path, list) else [path]
     if paths and all(_ours(p) for p in paths):
         return read_paths
@@ -61,21 +59,57 @@ def read_paths(path) -> list[tuple]:
         p = Path(p)
         if p.is_file() and p.stat().st_size == 0:
             raise ValueError(f"{p}: the file is empty (0 bytes)")
-        if p.suffix.lower() == ".json":
-            layers.extend(read_annotations(p))
-        else:
-            layers.append(read_tiff(p))
+        layers.extend(read_project(p) if is_project(p) else read_annotations(p))
     return layers
 
 
-def read_tiff(path) -> tuple:
-    """An Image layer for a TIFF stack; axes, pixel size (``um_per_px``) and frame interval
+def read_image(path) -> tuple:
+    """An Image layer for an image file; axes, pixel size (``um_per_px``) and frame interval
     (``hours_per_frame``) from the file's metadata when present."""
     from ..io_images import physical_scale, read_stack
 
     data, axes = read_stack(path)
-    meta = {"source_file": Path(path).name, "axes": axes, **physical_scale(path)}
+    meta = {"source_file": Path(path).name, "source_path": str(path), "axes": axes, **physical_scale(path)}
     return data, {"name": Path(path).stem, "metadata": {META_KEY: meta}, "rgb": axes.endswith("S")}, "image"
+
+
+def is_project(path) -> bool:
+    """Whether a JSON file is a napari-amodal project (its key is written after the COCO part)."""
+    from ..project import PROJECT_KEY
+
+    with open(path, "rb") as fh:
+        fh.seek(max(0, Path(path).stat().st_size - (1 << 16)))
+        return f'"{PROJECT_KEY}"'.encode() in fh.read()
+
+
+def read_project(path) -> list[tuple]:
+    """A project as napari opens it: the image it was made for (when that file is still
+    there and is the same image), then its cells with the reviewed frames, linked to that
+    image and to the project file (the Proofread dock saves back to it)."""
+    from ..project import check_signature, load_project, newest_version
+
+    project = load_project(newest_version(path))  # a newer autosave wins, as in the Proofread dock
+    layers, source = [], project.image.get("path") or ""
+    if source and Path(source).is_file():
+        from ..project import image_signature
+
+        image = read_image(source)
+        try:
+            check_signature(project.image, image_signature(image[0], path=source, name=project.image.get("name")))
+        except ValueError:
+            image = None  # the file there changed: the user picks the image
+        if image is not None:
+            layers.append(image)
+    frames = sorted(project.frames, key=lambda f: f.frame)
+    stack = len(project.image.get("shape", [])) >= 3
+    image_name = layers[0][1]["name"] if layers else Path(project.file_name).stem or Path(path).stem
+    data, kwargs, kind = cell_layer_data(frames, stack=stack, name=f"{image_name} amodal cells",
+                                         categories=project.categories)
+    meta = kwargs["metadata"][META_KEY]
+    meta.update(reviewed=sorted(project.reviewed), project_path=str(path), source_file=str(path))
+    if layers:
+        meta["source_image"] = layers[0][1]["name"]
+    return [*layers, (data, kwargs, kind)]
 
 
 def read_annotations(path) -> list[tuple]:

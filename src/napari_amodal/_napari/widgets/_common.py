@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from napari.layers import Shapes
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from ...overlay import track_colour
@@ -46,12 +47,33 @@ def scroll_body(widget):
     return body
 
 
+def image_meta(layer) -> dict:
+    """The napari-amodal metadata of an Image layer (axes, ``um_per_px``, ``hours_per_frame``,
+    ``source_file``): what our own code stored, or, for an image napari's reader opened from a
+    TIFF, the same read once from the file's header and kept in the layer's metadata."""
+    meta = layer.metadata.get(META_KEY)
+    if meta is not None:
+        return meta
+    from ...io_images import is_tiff, physical_scale, stack_axes
+
+    path = getattr(getattr(layer, "source", None), "path", None)
+    meta = {}
+    try:
+        if path and Path(path).is_file() and is_tiff(path):
+            meta = {"source_file": Path(path).name, "axes": stack_axes(path, tuple(layer.data.shape)),
+                    **physical_scale(path)}
+    except (OSError, ValueError):
+        meta = {}  # unreadable now: the layer's shape decides, as for an array added in code
+    layer.metadata = {**layer.metadata, META_KEY: meta}
+    return meta
+
+
 def fill_units(image, um_per_px, minutes) -> None:
     """Fill the pixel-size (µm) and frame-interval (min) boxes from ``image``'s file metadata
     (ImageJ, OME: kept by the reader), leaving boxes the user has set (non-zero) alone.
     A value the box cannot hold (a spin box would silently clamp or round it) is left
     out with a warning naming the file, so the user types the right one."""
-    meta = image.metadata.get(META_KEY, {}) if image is not None else {}
+    meta = image_meta(image) if image is not None else {}
     for box, key, factor, what in ((um_per_px, "um_per_px", 1.0, "µm/px"),
                                    (minutes, "hours_per_frame", 60.0, "min/frame")):
         if box.value() or not meta.get(key):
@@ -135,7 +157,7 @@ def check_image_fits(image, cells) -> None:
 
 def is_cell_layer(layer) -> bool:
     meta = getattr(layer, "metadata", {}).get(META_KEY, {})
-    return layer._type_string == "shapes" and meta.get("kind") == CELL_LAYER_KIND
+    return isinstance(layer, Shapes) and meta.get("kind") == CELL_LAYER_KIND
 
 
 def cells_name(image_name: str) -> str:
@@ -154,7 +176,7 @@ def image_axes(layer) -> str:
     """Axes of an Image layer's data: (T)(Z)YX(S)."""
     data = layer.data
     ndim = data.ndim - (1 if layer.rgb else 0)
-    meta_axes = layer.metadata.get(META_KEY, {}).get("axes", "")
+    meta_axes = image_meta(layer).get("axes", "")
     if meta_axes and len(meta_axes) == data.ndim:
         return meta_axes.upper()
     axes = {2: "YX", 3: "TYX", 4: "TZYX"}.get(ndim)
@@ -174,9 +196,11 @@ def layer_plane(axes: str, plane: int | None) -> int | None:
 
 
 def image_file(layer) -> tuple[str, str]:
-    """``(path, name)`` of the file behind an Image layer (name falls back to the layer name)."""
-    path = getattr(getattr(layer, "source", None), "path", None) or ""
+    """``(path, name)`` of the file behind an Image layer (name falls back to the layer name).
+    An image opened with its project has the project as napari's source: its own path is in
+    the metadata."""
     meta = layer.metadata.get(META_KEY, {})
+    path = meta.get("source_path") or getattr(getattr(layer, "source", None), "path", None) or ""
     name = Path(path).name if path else meta.get("source_file") or layer.name
     return str(path), str(name)
 
@@ -189,8 +213,25 @@ def frame_axis(viewer, layer) -> int | None:
 
 
 def current_frame(viewer, layer) -> int:
+    """The frame of ``layer`` napari shows now (through the layer's scale and translate)."""
+    if frame_axis(viewer, layer) is None:
+        return 0
+    return int(round(float(layer.world_to_data(viewer.dims.point)[0])))
+
+
+def go_to_frame(viewer, layer, t: int) -> None:
+    """Move napari's time slider to frame ``t`` of ``layer`` (through its scale and translate)."""
     axis = frame_axis(viewer, layer)
-    return 0 if axis is None else int(viewer.dims.current_step[axis])
+    if axis is not None:
+        index = [0.0] * layer.ndim
+        index[0] = float(t)
+        viewer.dims.set_point(axis, float(layer.data_to_world(index)[0]))
+
+
+def placed_like(image, ndim: int) -> dict:
+    """``scale`` and ``translate`` for a layer of ``ndim`` dimensions over Image layer ``image``:
+    its last ``ndim`` axes, so outlines and maps lie on the image in world units."""
+    return {"scale": tuple(image.scale[-ndim:]), "translate": tuple(image.translate[-ndim:])}
 
 
 def cells_layer_tuple(frames, *, stack: bool, name: str, plane: int | None = None, categories=None):
@@ -232,6 +273,7 @@ class SegmentationResult:
         self.graph: dict[int, list[int]] = {}  # daughter track id -> [mother track id]
         self._stacked: np.ndarray | None = None
         self._stacked_frames = 0
+        self._ends: list[int] = []  # per frame added: the number of cell outlines up to its end
 
     @classmethod
     def from_frames(cls, frames, **kwargs) -> "SegmentationResult":
@@ -247,6 +289,7 @@ class SegmentationResult:
         """Keep one FrameInstances' polygons, features and occlusion map."""
         data, kwargs, _ = cells_layer_tuple([frame], stack=self.stack, name=self.name, plane=self.plane)
         self._data += data
+        self._ends.append(len(self._data))
         self._features.append(kwargs.pop("features"))
         self._edge.append(kwargs.pop("edge_color"))
         self._face.append(kwargs.pop("face_color"))
@@ -257,6 +300,20 @@ class SegmentationResult:
         rows, graph = track_points(frame)
         self.track_rows.append(rows)
         self.graph.update(graph)
+
+    def piece(self, start: int, stop: int) -> dict:
+        """What frames ``start..stop-1`` (in the order added) show: ``data`` (outlines),
+        ``features`` (column -> array), ``edge`` / ``face`` (K, 4) colours, ``frames`` and
+        their ``occlusion`` maps. Safe to read from the GUI thread while the worker adds
+        later frames: only frames added before are read."""
+        lo = self._ends[start - 1] if start else 0
+        hi = self._ends[stop - 1] if stop else 0
+        feats = self._features[start:stop]
+        keys = list(feats[0]) if feats else []
+        return {"data": self._data[lo:hi], "features": {k: np.concatenate([f[k] for f in feats]) for k in keys},
+                "edge": np.concatenate(self._edge[start:stop]).reshape(-1, 4) if feats else np.zeros((0, 4)),
+                "face": np.concatenate(self._face[start:stop]).reshape(-1, 4) if feats else np.zeros((0, 4)),
+                "frames": self.frames[start:stop], "occlusion": self.occlusion[start:stop]}
 
     def occlusion_stack(self, n_t: int) -> np.ndarray:
         """(n_t, H, W) float32: the occlusion maps of the frames added, zeros elsewhere. Kept
@@ -270,15 +327,27 @@ class SegmentationResult:
             self._stacked_frames = len(self.frames)
         return self._stacked
 
-    def layer_tuple(self) -> tuple[list[np.ndarray], dict, str]:
-        """The cell layer data tuple of all frames added (as :func:`cells_layer_tuple`)."""
+    def layer_kwargs(self) -> dict:
+        """The cell layer's keyword arguments other than its shapes' features and colours
+        (name, ndim, text, metadata...); a fresh copy of the metadata."""
         if self._kwargs is None:
             raise ValueError("no frames to show")
-        kwargs = {**self._kwargs, "metadata": {META_KEY: dict(self._kwargs["metadata"][META_KEY])}}
+        return {**self._kwargs, "metadata": {META_KEY: dict(self._kwargs["metadata"][META_KEY])}}
+
+    def layer_tuple(self) -> tuple[list[np.ndarray], dict, str]:
+        """The cell layer data tuple of all frames added (as :func:`cells_layer_tuple`)."""
+        kwargs = self.layer_kwargs()
         kwargs["features"] = {k: np.concatenate([f[k] for f in self._features]) for k in self._features[0]}
         kwargs["edge_color"] = np.concatenate(self._edge).reshape(-1, 4)
         kwargs["face_color"] = np.concatenate(self._face).reshape(-1, 4)
         return list(self._data), kwargs, "shapes"
+
+
+FILLING = "filling"  # cell-layer metadata flag: code is adding a run's results, not the user editing
+
+
+def filling(layer) -> bool:
+    return bool(layer.metadata.get(META_KEY, {}).get(FILLING))
 
 
 def layer_frames(layer):
@@ -349,9 +418,42 @@ def set_shapes(layer, data, types, features, edge, face) -> None:
 
 
 def restore(layer, snap: dict) -> None:
-    set_shapes(layer, snap["data"], snap["types"], snap["features"], snap["edge"], snap["face"])
+    """Bring a cell layer back to a :func:`snapshot`, changing only the shapes that differ
+    (removing and adding a few shapes in place; replacing all of a large layer's shapes
+    froze napari for seconds). Shape order may differ from the snapshot's; each shape keeps
+    its own features and colours."""
+    current = [_shape_key(d, t) for d, t in zip(layer.data, layer.shape_type)]
+    wanted: dict[tuple, list[int]] = {}
+    for i, key in enumerate(_shape_key(d, t) for d, t in zip(snap["data"], snap["types"])):
+        wanted.setdefault(key, []).append(i)
+    kept, drop = [], []  # kept: (index now, index in the snapshot)
+    for i, key in enumerate(current):
+        if wanted.get(key):
+            kept.append((i, wanted[key].pop(0)))
+        else:
+            drop.append(i)
+    add = sorted(i for rest in wanted.values() for i in rest)
+    layer.selected_data = set()
+    if drop:
+        layer.selected_data = set(drop)
+        layer.remove_selected()
+    edge, face = np.asarray(snap["edge"]).reshape(-1, 4), np.asarray(snap["face"]).reshape(-1, 4)
+    if add:
+        layer.add([snap["data"][i] for i in add], shape_type=[snap["types"][i] for i in add],
+                  edge_color=edge[add], face_color=face[add])
+    order = [j for _, j in kept] + add
+    set_features(layer, snap["features"].iloc[order].reset_index(drop=True))
+    if order and not (np.allclose(np.asarray(layer.edge_color), edge[order])
+                      and np.allclose(np.asarray(layer.face_color), face[order])):
+        layer.edge_color, layer.face_color = edge[order], face[order]  # e.g. an id change undone
     layer.metadata.setdefault(META_KEY, {})["reviewed"] = list(snap["reviewed"])
     layer.refresh()
+
+
+def _shape_key(vertices, shape_type: str) -> tuple:
+    """A shape as a hashable key: its type and vertex bytes."""
+    v = np.ascontiguousarray(vertices, np.float64)
+    return shape_type, v.shape, v.tobytes()
 
 
 def recolour(layer) -> None:
@@ -382,14 +484,31 @@ def import_compute_stack() -> None:
     from ...model import build_model  # noqa: F401
 
 
+POOL_SPARE_THREADS = 4
+
+
+def new_worker(func, *args, **kwargs):
+    """``napari.qt.threading.create_worker`` with room kept in Qt's global thread pool.
+
+    napari's workers run in that pool, and so does Qt's own image scaling, which the GUI
+    thread waits for while holding Python's lock (napari's progress animation scales a
+    GIF). With as many threads as cores (2 here) and two of our workers waiting for that
+    lock, the scaling never ran and the viewer hung for good (an offer being worked out
+    while a segmentation started). The pool keeps spare threads beyond ours."""
+    from napari.qt.threading import create_worker
+    from qtpy.QtCore import QThreadPool
+
+    pool = QThreadPool.globalInstance()
+    pool.setMaxThreadCount(max(pool.maxThreadCount(), pool.activeThreadCount() + 1 + POOL_SPARE_THREADS))
+    return create_worker(func, *args, **kwargs)
+
+
 def start_worker(widget, func, kwargs: dict, *, status: str, on_yielded, on_returned, on_error, on_finished,
                  on_aborted=None, **worker_options):
     """Run ``func(**kwargs)`` (a generator) in a napari worker for ``widget``, which has
     ``worker``, ``run_button``, ``stop_button`` and ``status``: wire the signals,
     switch Run off and Stop on, show ``status``, start, and return the worker."""
-    from napari.qt.threading import create_worker
-
-    worker = create_worker(func, **kwargs, _start_thread=False, _ignore_errors=True, **worker_options)
+    worker = new_worker(func, **kwargs, _start_thread=False, _ignore_errors=True, **worker_options)
     worker.yielded.connect(on_yielded)
     worker.returned.connect(on_returned)
     worker.errored.connect(on_error)

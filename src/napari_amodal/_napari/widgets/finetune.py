@@ -18,6 +18,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any, ClassVar
 
+from napari.layers import Image
 from qtpy.QtCore import QPointF
 from qtpy.QtGui import QColor, QPainter, QPen
 from qtpy.QtWidgets import (
@@ -31,7 +32,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QListWidget,
-    QProgressBar,
     QPushButton,
     QSpinBox,
     QWidget,
@@ -235,7 +235,7 @@ class FinetuneWidget(QWidget):
         self.out_dir.setPlaceholderText("default: ~/.napari-amodal/finetune/NAME")
         self.resegment = QCheckBox("re-segment the stack afterwards")
         self.plot = CurvePlot()
-        self.progress = QProgressBar()
+        self.progress = None  # napari's progress (its activity dock) while a run goes
         self.run_button = QPushButton("Fine-tune")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
@@ -265,7 +265,6 @@ class FinetuneWidget(QWidget):
         form.addRow("Output folder", self.out_dir)
         form.addRow(self.resegment)
         form.addRow(buttons)
-        form.addRow(self.progress)
         form.addRow(self.plot)
         form.addRow(self.status)
 
@@ -302,7 +301,7 @@ class FinetuneWidget(QWidget):
 
     def refresh_layers(self, event=None) -> None:
         for combo, keep, extra in ((self.cells, is_cell_layer, [NO_LAYER]),
-                                   (self.image, lambda ly: ly._type_string == "image", [])):
+                                   (self.image, lambda ly: isinstance(ly, Image), [])):
             current = combo.currentText()
             names = extra + [ly.name for ly in self.viewer.layers if keep(ly)]
             combo.blockSignals(True)
@@ -339,7 +338,7 @@ class FinetuneWidget(QWidget):
             raise ValueError(f"no reviewed frames in layer '{layer.name}': mark frames reviewed "
                              "in the Proofread widget first")
         name = self.image.currentText()
-        if name not in self.viewer.layers or self.viewer.layers[name]._type_string != "image":
+        if name not in self.viewer.layers or not isinstance(self.viewer.layers[name], Image):
             raise ValueError("Choose the image the cells belong to (an Image layer).")
         image = self.viewer.layers[name]
         check_image_fits(image, layer)
@@ -408,8 +407,9 @@ class FinetuneWidget(QWidget):
         self.result = None
         self._run = {"args": args, "holder": holder, "image": self.image.currentText()}
         self.plot.clear(args["iterations"])
-        self.progress.setRange(0, args["iterations"])
-        self.progress.setValue(0)
+        from napari.utils import progress
+
+        self.progress = progress(total=args["iterations"], desc="Fine-tuning")
         start_worker(self, finetune_job, {**args, "holder": holder}, status="preparing the data...",
                      on_yielded=self._on_event, on_returned=self._on_returned, on_error=self._on_error,
                      on_finished=self._on_finished)
@@ -433,7 +433,8 @@ class FinetuneWidget(QWidget):
         if stage == "shape":
             self.status.setText(f"shape model refitted (IoU {ev.extra['report']['val_iou']:.3f}); training...")
             return
-        self.progress.setValue(ev.iteration)
+        if self.progress is not None:
+            self.progress.update(ev.iteration - self.progress.n)
         self.plot.add("loss", ev.iteration, ev.losses.get("loss"))
         text = f"iteration {ev.iteration} of {ev.total}: loss {ev.losses.get('loss', float('nan')):.3f}"
         if ev.validation is not None:
@@ -485,6 +486,9 @@ class FinetuneWidget(QWidget):
 
     def _on_finished(self) -> None:
         self.worker = None
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
         self.run_button.setEnabled(True)
         self.stop_button.setEnabled(False)
 

@@ -140,7 +140,7 @@ class CorrectionOffers:
     def propose(self, frame: int, removed, added, added_ids) -> None:
         """Work out, in a worker, where the edit in ``frame`` applies next (``removed`` /
         ``added``: (vertices, shape type) pairs; ``added_ids``: the added cells' ids)."""
-        from napari.qt.threading import create_worker
+        from ._common import new_worker
 
         from ...segment import frames_view
         from ._common import image_axes, report_error
@@ -153,7 +153,7 @@ class CorrectionOffers:
         images, _ = frames_view(image.data, image_axes(image), plane=None if z is None else int(round(z)))
         frames = copy_layer(layer, len(images))
         generation = self.generation
-        worker = create_worker(_offer_and_outlines, frames, images, frame, removed, added, added_ids, z,
+        worker = new_worker(_offer_and_outlines, frames, images, frame, removed, added, added_ids, z,
                                _start_thread=False, _ignore_errors=True)
         worker.returned.connect(lambda found: self._show(generation, layer, frames, found, z))
         worker.errored.connect(report_error)
@@ -172,7 +172,8 @@ class CorrectionOffers:
         else:
             active = viewer.layers.selection.active
             viewer.add_shapes(data, shape_type="polygon", edge_color=colours, face_color="transparent", edge_width=2,
-                              name=self.layer_name, metadata={"offer": True})
+                              name=self.layer_name, metadata={"offer": True}, scale=layer.scale,
+                              translate=layer.translate)
             viewer.layers.selection.active = active  # the user goes on editing the cells
         first, last = result.frames[0], result.frames[-1]
         self.widget.status.setText(

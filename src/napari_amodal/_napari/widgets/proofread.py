@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from napari.layers import Image
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QComboBox,
@@ -40,11 +41,13 @@ from ._common import (
     check_image_fits,
     current_frame,
     fill_units,
-    frame_axis,
+    filling,
+    go_to_frame,
     image_axes,
     image_file,
     is_cell_layer,
     layer_plane,
+    placed_like,
     recolour,
     report_error,
     report_info,
@@ -88,9 +91,12 @@ class ProofreadWidget(QWidget):
         self.project_path: Path | None = None
         self.last_autosave: Path | None = None
         self.last_measurements: list[Path] | None = None
+        self.exported: Path | None = None
+        self.edits = 0  # edits so far: a save marks the project saved only if none came while it was written
+        self.jobs: list = []  # saves, loads and exports running in workers
         self._layer = None
         self._quiet = 0  # >0: layer events come from the widget itself
-        self._before: list[tuple[np.ndarray, str]] = []  # the shapes an edit in progress changes, as they were
+        self._last: dict | None = None  # snapshot of the layer after the last edit: the state before the next
         self.offers = CorrectionOffers(self)
 
         self.cells = QComboBox()
@@ -189,7 +195,7 @@ class ProofreadWidget(QWidget):
 
     # -- layers -------------------------------------------------------------
     def refresh_layers(self, event=None) -> None:
-        for combo, keep in ((self.cells, is_cell_layer), (self.image, lambda ly: ly._type_string == "image")):
+        for combo, keep in ((self.cells, is_cell_layer), (self.image, lambda ly: isinstance(ly, Image))):
             current = combo.currentText()
             names = [ly.name for ly in self.viewer.layers if keep(ly)]
             combo.blockSignals(True)
@@ -226,9 +232,14 @@ class ProofreadWidget(QWidget):
             self._layer.events.data.disconnect(self._on_data)
         self._layer = layer
         self.history.clear()
+        self._last = snapshot(layer) if layer is not None else None
         if layer is not None:
             layer.events.data.connect(self._on_data)
             layer.feature_defaults = dict(NEW_CELL_DEFAULTS)
+            project = layer.metadata.get(META_KEY, {}).get("project_path")
+            if project:  # opened from a project file (File > Open): Save writes back to it
+                self.project_path = Path(project)
+                self.path.setText(project)
 
     def _require(self):
         if self.layer is None:
@@ -249,27 +260,56 @@ class ProofreadWidget(QWidget):
 
     def _changed(self) -> None:
         self.dirty = True
+        self.edits += 1
+        self._last = snapshot(self._layer) if self._layer is not None else None
         self._show_status()
 
     def _on_data(self, event) -> None:
+        """Record an edit made with napari's own tools: the layer as it was before it (kept
+        after every edit: a vertex drag sends no "changing" event) goes on the undo stack,
+        new shapes are labelled, reshaped ones get their area again, and the edit is offered
+        for the next frames."""
         if self._quiet:
             return
         action = str(getattr(event, "action", ""))
-        indices = self._indices(event)
         if action.endswith(("adding", "removing", "changing")):
-            self.history.append(snapshot(self._layer))
-            self._before = self._shapes(indices) if not action.endswith("adding") else []
-        elif action.endswith("added"):
-            self._quiet += 1
-            try:
+            return
+        if filling(self._layer):  # a run's results coming in: no edit to record or offer
+            self._last = snapshot(self._layer)
+            return
+        before = self._last if self._last is not None else snapshot(self._layer)
+        self.history.append(before)
+        indices = self._indices(event)
+        self._quiet += 1
+        try:
+            if action.endswith("added"):
+                removed = []
                 self._label_new_shapes()
-            finally:
-                self._quiet -= 1
-            self._changed()
-            self._offer(self._before, indices)
-        elif action.endswith(("removed", "changed")):
-            self._changed()
-            self._offer(self._before, indices if action.endswith("changed") else [])
+            else:
+                removed = [(np.array(before["data"][i], copy=True), before["types"][i])
+                           for i in getattr(event, "data_indices", ()) or () if 0 <= i < len(before["data"])]
+                if action.endswith("changed"):
+                    self._measure_reshaped(indices)
+        finally:
+            self._quiet -= 1
+        self._changed()
+        self._offer(removed, [] if action.endswith("removed") else indices)
+
+    def _measure_reshaped(self, indices) -> None:
+        """The area of shapes reshaped in one frame (vertex edits, moves); a change of many
+        frames at once is a relayout by code, which brings its own features."""
+        from ..layers import _shape_mask
+
+        layer = self._layer
+        shape = tuple(layer.metadata.get(META_KEY, {}).get("image_shape", ()))
+        frames = {int(round(np.asarray(layer.data[i])[0, 0])) for i in indices if 0 <= i < len(layer.data)}
+        if len(shape) != 2 or not indices or (layer.ndim >= 3 and len(frames) != 1) or len(indices) > 64:
+            return
+        feats = layer.features.copy()
+        for i in indices:
+            verts = np.asarray(layer.data[i])
+            feats.loc[i, "area"] = int(_shape_mask(verts[:, -2:], layer.shape_type[i], shape).sum())
+        set_features(layer, feats)
 
     def _indices(self, event) -> list[int]:
         n = len(self._layer.data)
@@ -285,7 +325,6 @@ class ProofreadWidget(QWidget):
         layer = self._layer
         added = self._shapes(added_indices)
         frames = {int(round(v[0, 0])) for v, _ in removed + added if v.shape[1] >= 3}
-        self._before = []
         if len(frames) != 1:
             self.offers.withdraw()
             return
@@ -409,9 +448,7 @@ class ProofreadWidget(QWidget):
         if t is None:
             report_info("Every frame is reviewed.")
             return None
-        axis = frame_axis(self.viewer, layer)
-        if axis is not None:
-            self.viewer.dims.set_current_step(axis, t)
+        go_to_frame(self.viewer, layer, t)
         self._show_status()
         return t
 
@@ -452,7 +489,7 @@ class ProofreadWidget(QWidget):
         Only a copy of the layer is taken here; rasterising the cells and writing
         the file happen in a worker thread, so a large project never freezes the
         viewer. Returns the file it will write (None: nothing to save)."""
-        from napari.qt.threading import create_worker
+        from ._common import new_worker
 
         if not self.dirty or self.layer is None or getattr(self, "_autosaving", False):
             return None
@@ -476,7 +513,7 @@ class ProofreadWidget(QWidget):
             self.timer.stop()  # one notification, not one every 10 s
             report_error(f"Autosave failed ({e}); autosave is off until the next save.")
 
-        worker = create_worker(lambda: core.save_project(target, job()), _ignore_errors=True)
+        worker = new_worker(lambda: core.save_project(target, job()), _ignore_errors=True)
         worker.returned.connect(done)
         worker.errored.connect(failed)
         worker.start()
@@ -508,8 +545,38 @@ class ProofreadWidget(QWidget):
 
         return build
 
-    def save(self, path=None) -> Path | None:
-        """Save the project (to ``path``, the path field, or a file dialog)."""
+    def _background(self, work, done, failed):
+        """Run ``work()`` in a worker; ``done(result)`` or ``failed(error)`` on the GUI thread.
+        The worker is held in ``jobs`` until it ends (:meth:`wait_idle` waits for them)."""
+        from ._common import new_worker
+
+        worker = new_worker(work, _ignore_errors=True)
+        worker.returned.connect(done)
+        worker.errored.connect(failed)
+        worker.finished.connect(lambda: self.jobs.remove(worker) if worker in self.jobs else None)
+        self.jobs.append(worker)
+        worker.start()
+        return worker
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Process events until the saves, loads and exports started here have ended (for
+        scripts and tests); False if some still run after ``timeout`` seconds."""
+        import time
+
+        from qtpy.QtWidgets import QApplication
+
+        deadline = time.monotonic() + timeout
+        while self.jobs and time.monotonic() < deadline:
+            QApplication.processEvents()
+            time.sleep(0.005)
+        QApplication.processEvents()
+        return not self.jobs
+
+    def save(self, path=None, wait: bool = False) -> Path | None:
+        """Save the project (to ``path``, the path field, or a file dialog). The cells are
+        copied here and written by a worker; returns the file being written (None: refused
+        at once; with ``wait``, the file once written, None if that failed). A failure is a
+        notification and leaves the previous file unchanged."""
         path = path or self.path.text().strip() or None
         if path is None:
             path, _ = QFileDialog.getSaveFileName(self, "Save project", "", "Projects (*.json)")
@@ -519,21 +586,32 @@ class ProofreadWidget(QWidget):
         if path.suffix.lower() != ".json":
             path = path.with_suffix(".json")
         try:
-            core.save_project(path, self.current_project())
+            job = self._project_job()
         except Exception as e:  # noqa: BLE001
             report_error(f"Could not save the project to {path}: {describe_error(e)}. "
                          "The previous file is unchanged.")
             return None
-        self.project_path = path
-        self.path.setText(str(path))
-        self.dirty = False
-        core.autosave_path(path).unlink(missing_ok=True)
-        self.timer.start()
-        self._show_status()
-        return path
+        layer, edits, ok = self.layer, self.edits, []
 
-    def load(self, path=None) -> bool:
-        """Load a project onto the chosen image; refused if it was made for another image."""
+        def done(_):
+            ok.append(True)
+            self.project_path = path
+            self.path.setText(str(path))
+            layer.metadata.setdefault(META_KEY, {})["project_path"] = str(path)
+            if self.edits == edits:  # no edit came while it was written
+                self.dirty = False
+            core.autosave_path(path).unlink(missing_ok=True)
+            self.timer.start()
+            self._show_status()
+
+        self._background(lambda: core.save_project(path, job()), done, lambda e: report_error(
+            f"Could not save the project to {path}: {describe_error(e)}. The previous file is unchanged."))
+        return path if not wait or (self.wait_idle() and ok) else None
+
+    def load(self, path=None, wait: bool = False) -> bool:
+        """Load a project onto the chosen image, in a worker; refused (a notification) if it
+        was made for another image. Returns whether loading started (with ``wait``: whether
+        the project was loaded)."""
         if path is None:
             path, _ = QFileDialog.getOpenFileName(self, "Load project", "", "Projects (*.json)")
             if not path:
@@ -542,51 +620,71 @@ class ProofreadWidget(QWidget):
         if image is None:
             report_error("Open the image first, then load its project.")
             return False
-        path = Path(path)
-        source = core.newest_version(path)
-        try:
-            file_path, name = image_file(image)
-            proj = core.load_project(source, signature=core.image_signature(image.data, file_path, name))
-        except Exception as e:  # noqa: BLE001
-            report_error(str(e))
-            return False
-        if source != path:
-            report_info(f"Loaded the newer autosave {source.name}.")
         try:
             axes = image_axes(image)
         except ValueError as e:
             report_error(str(e))
             return False
+        path = Path(path)
+        source = core.newest_version(path)
+        file_path, name = image_file(image)
+        signature = core.image_signature(image.data, file_path, name)
         plane = None
-        if "Z" in axes:  # the focal plane shown now (world axis of the image's Z axis)
-            z_world = self.viewer.dims.ndim - image.ndim + axes.index("Z")
-            plane = int(self.viewer.dims.current_step[z_world])
-        data, kwargs, _ = cells_layer_tuple(proj.frames, stack="T" in axes, name=cells_name(image.name),
-                                            plane=layer_plane(axes, plane), categories=proj.categories)
-        kwargs["metadata"][META_KEY].update(source_image=image.name, reviewed=sorted(proj.reviewed))
-        if kwargs["name"] in self.viewer.layers:
-            self.viewer.layers.remove(self.viewer.layers[kwargs["name"]])
-        self.viewer.add_shapes(data, **kwargs)
-        self.cells.setCurrentText(kwargs["name"])
-        self._connect_layer()
-        self.history.clear()
-        self.project_path = path
-        self.path.setText(str(path))
-        self.dirty = False
-        self._show_status()
-        return True
+        if "Z" in axes:  # the focal plane shown now (through the image's scale and translate)
+            plane = int(round(float(image.world_to_data(self.viewer.dims.point)[axes.index("Z")])))
 
-    def export(self, path=None) -> Path | None:
-        """Export the reviewed frames as COCO-amodal JSON for fine-tuning."""
+        def work():
+            proj = core.load_project(source, signature=signature)
+            data, kwargs, _ = cells_layer_tuple(proj.frames, stack="T" in axes, name=cells_name(image.name),
+                                                plane=layer_plane(axes, plane), categories=proj.categories)
+            return proj, data, kwargs
+
+        ok = []
+
+        def done(found):
+            ok.append(True)
+            proj, data, kwargs = found
+            if source != path:
+                report_info(f"Loaded the newer autosave {source.name}.")
+            kwargs["metadata"][META_KEY].update(source_image=image.name, reviewed=sorted(proj.reviewed),
+                                                project_path=str(path))
+            kwargs.update(placed_like(image, kwargs["ndim"]))
+            if kwargs["name"] in self.viewer.layers:
+                self.viewer.layers.remove(self.viewer.layers[kwargs["name"]])
+            self.viewer.add_shapes(data, **kwargs)
+            self.cells.setCurrentText(kwargs["name"])
+            self._connect_layer()
+            self.history.clear()
+            self.project_path = path
+            self.path.setText(str(path))
+            self.dirty = False
+            self._show_status()
+
+        self._background(work, done, lambda e: report_error(str(e)))
+        return not wait or (self.wait_idle() and bool(ok))
+
+    def export(self, path=None, wait: bool = False) -> Path | None:
+        """Export the reviewed frames as COCO-amodal JSON for fine-tuning, in a worker;
+        returns the file being written (None: refused at once; with ``wait``, the file once
+        written, None if that failed)."""
         if path is None:
             path, _ = QFileDialog.getSaveFileName(self, "Export reviewed frames", "", "COCO-amodal (*.json)")
             if not path:
                 return None
         try:
-            return core.export_reviewed(self.current_project(), path)
+            job = self._project_job()
         except Exception as e:  # noqa: BLE001
             report_error(f"Could not export to {path}: {describe_error(e)}")
             return None
+        self.exported = None
+
+        def done(written):
+            self.exported = written
+            report_info(f"Exported the reviewed frames to {written}")
+
+        self._background(lambda: core.export_reviewed(job(), path), done,
+                         lambda e: report_error(f"Could not export to {path}: {describe_error(e)}"))
+        return Path(path) if not wait or (self.wait_idle() and self.exported) else None
 
     def export_measurements(self, path=None):
         """Measure the cells as they stand (corrected) and write ``STEM_cells.csv``,
@@ -599,7 +697,7 @@ class ProofreadWidget(QWidget):
         worker (None when nothing was started); ``last_measurements`` holds the
         written paths when it is done.
         """
-        from napari.qt.threading import create_worker
+        from ._common import new_worker
 
         from ...measure import measure, write_measurements
 
@@ -635,7 +733,7 @@ class ProofreadWidget(QWidget):
             self.last_measurements = paths
             report_info("Wrote " + ", ".join(p.name for p in paths) + f" in {path.parent}")
 
-        worker = create_worker(work, _ignore_errors=True)
+        worker = new_worker(work, _ignore_errors=True)
         worker.returned.connect(done)
         worker.errored.connect(lambda e: report_error(f"Could not export measurements to {path.parent}: "
                                                       f"{describe_error(e)}"))

@@ -10,9 +10,12 @@ being computed, and the frames already done are added as layers.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
+from napari.layers import Image, Tracks
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -29,6 +32,7 @@ from qtpy.QtWidgets import (
 
 from ..layers import META_KEY, OCCLUSION_STYLE
 from ._common import (
+    FILLING,
     SegmentationResult,
     cells_name,
     check_model,
@@ -40,16 +44,18 @@ from ._common import (
     is_cell_layer,
     layer_plane,
     occlusion_name,
-    recolour,
+    placed_like,
     report_error,
     report_info,
     scroll_body,
-    set_shapes,
+    set_features,
     start_worker,
     tracks_name,
 )
 
 FILE_CHOICE = "file..."
+SHOW_EVERY_S = 0.5  # a run's results are shown in batches at most this often...
+SHOW_SHARE = 0.2  # ...and no more often than keeps showing them to this share of the GUI thread
 SCOPES = ("current frame", "frame range", "all frames")
 
 
@@ -78,8 +84,6 @@ def segment_job(model: str, device: str, score_threshold: float, stack, holder: 
     for inst in seg.iter_frames(stack, **kwargs):
         result.add(inst)
         yield len(result), total
-    if result.stack and len(result):
-        result.occlusion_stack(n_t)  # assembled here, so the GUI thread only shows it
     return result
 
 
@@ -98,6 +102,23 @@ def explain_error(error: BaseException, device: str = "") -> str:
     return f"Segmentation failed: {type(error).__name__}: {text}"
 
 
+def ask_reviewed(parent, frames: list[int]) -> str:
+    """Ask what to do with reviewed frames a run would segment again: ``"skip"`` them (the
+    default), ``"replace"`` their corrections, or ``"cancel"`` the run."""
+    from qtpy.QtWidgets import QMessageBox
+
+    shown = ", ".join(map(str, frames[:10])) + (f" and {len(frames) - 10} more" if len(frames) > 10 else "")
+    box = QMessageBox(QMessageBox.Icon.Question, "Reviewed frames",
+                      f"{len(frames)} of the frames to segment are reviewed ({shown}). Segmenting them again "
+                      "replaces your corrections there.", parent=parent)
+    skip = box.addButton("Skip reviewed frames", QMessageBox.ButtonRole.AcceptRole)
+    replace = box.addButton("Replace them", QMessageBox.ButtonRole.DestructiveRole)
+    box.addButton(QMessageBox.StandardButton.Cancel)
+    box.setDefaultButton(skip)
+    box.exec_()
+    return {id(skip): "skip", id(replace): "replace"}.get(id(box.clickedButton()), "cancel")
+
+
 class SegmentationWidget(QWidget):
     """Segment an image layer into amodal cells and an occlusion map."""
 
@@ -106,6 +127,11 @@ class SegmentationWidget(QWidget):
         self.viewer = napari_viewer
         self.worker = None
         self._run: dict[str, Any] | None = None
+        self._ranged_for = None  # the image the range and plane boxes were fitted to
+        self._show_timer = QTimer(self)
+        self._show_timer.setSingleShot(True)
+        self._show_timer.timeout.connect(self._show_new)
+        self._show_cost = 0.0  # seconds the last batch of results took to show
 
         self.image = QComboBox()
         self.model = QComboBox()
@@ -200,7 +226,7 @@ class SegmentationWidget(QWidget):
         """List layers, Image layers first (others are listed to explain why they don't fit)."""
         current = self.image.currentText()
         layers = [ly for ly in self.viewer.layers if not is_cell_layer(ly)]
-        layers.sort(key=lambda ly: ly._type_string != "image")
+        layers.sort(key=lambda ly: not isinstance(ly, Image))
         self.image.blockSignals(True)
         self.image.clear()
         self.image.addItems([ly.name for ly in layers])
@@ -210,13 +236,16 @@ class SegmentationWidget(QWidget):
         self._image_changed()
 
     def _image_changed(self, *args) -> None:
+        """Fit the frame range and focal plane to a newly chosen image (the same image chosen
+        again, e.g. when another layer is added, keeps what the user set)."""
         layer = self._layer()
-        if layer is None or layer._type_string != "image":
+        if layer is None or not isinstance(layer, Image) or layer is self._ranged_for:
             return
         try:
             axes = image_axes(layer)
         except ValueError:
             return
+        self._ranged_for = layer
         n_t = layer.data.shape[0] if "T" in axes else 1
         n_z = layer.data.shape[axes.index("Z")] if "Z" in axes else 1
         for spin in (self.first, self.last):
@@ -237,9 +266,9 @@ class SegmentationWidget(QWidget):
         layer = self._layer()
         if layer is None:
             raise ValueError("No image to segment: open an image first.")
-        if layer._type_string != "image":
+        if not isinstance(layer, Image):
             raise ValueError(
-                f"Layer '{layer.name}' is a {layer._type_string} layer; choose an Image layer to segment."
+                f"Layer '{layer.name}' is a {type(layer).__name__} layer; choose an Image layer to segment."
             )
         axes = image_axes(layer)
         model = self.model.currentText()
@@ -287,8 +316,10 @@ class SegmentationWidget(QWidget):
                 report_info("Nothing to segment: every frame is reviewed.")
                 return
             args["frames"] = sorted(frames)
+        if not self._spare_reviewed(args):
+            return
         holder: dict = {}
-        self._run = {"image": self._layer(), "args": args, "holder": holder, "stopped": False}
+        self._run = {"image": self._layer(), "args": args, "holder": holder, "stopped": False, "done": 0, "shown": 0}
         tracker = continued_tracker(self._cell_layer(self._layer()), min(args["frames"]) if args["frames"] else 0)
         start_worker(
             self, segment_job, {**args, "holder": holder, "result": self._new_result(args), "tracker": tracker},
@@ -296,6 +327,24 @@ class SegmentationWidget(QWidget):
             on_error=self._on_error, on_aborted=self._on_aborted, on_finished=self._on_finished,
             _progress={"total": len(args["frames"]), "desc": "Amodal segmentation"},
         )
+
+    def _spare_reviewed(self, args: dict) -> bool:
+        """Ask before a run replaces reviewed frames; drops them from ``args["frames"]`` unless
+        the user chooses to replace them. False: nothing to run."""
+        layer = self._cell_layer(self._layer())
+        reviewed = set(layer.metadata.get(META_KEY, {}).get("reviewed", [])) if layer is not None else set()
+        hit = sorted(reviewed & set(args["frames"]))
+        if not hit:
+            return True
+        choice = ask_reviewed(self, hit)
+        if choice == "cancel":
+            return False
+        if choice == "skip":
+            args["frames"] = [t for t in args["frames"] if t not in reviewed]
+            if not args["frames"]:
+                report_info("Nothing to segment: every chosen frame is reviewed.")
+                return False
+        return True
 
     def stop(self) -> None:
         """Stop after the frame being computed; frames done are kept."""
@@ -306,16 +355,49 @@ class SegmentationWidget(QWidget):
 
     def _on_progress(self, value) -> None:
         done, total = value
+        self._run["done"] = done  # frames the worker has finished (read only those)
         self.status.setText(f"segmented {done} of {total} frames")
+        if not self._show_timer.isActive():  # shown in batches: each add costs napari more as the layer grows
+            self._show_timer.start(int(1000 * max(SHOW_EVERY_S, self._show_cost / SHOW_SHARE)))
+
+    def _show_new(self) -> None:
+        """Show the frames finished since the last time (the timer calls this during a run)."""
+        run = self._run
+        result = run["holder"].get("result") if run else None
+        if result is None or run["done"] <= run["shown"]:
+            return
+        t0 = time.perf_counter()
+        try:
+            self.show_frames(run["image"], result, run["args"], run["shown"], run["done"])
+        except Exception as e:  # noqa: BLE001
+            report_error(f"Could not show the results: {e}")
+        run["shown"] = run["done"]
+        self._show_cost = time.perf_counter() - t0
 
     def _on_returned(self, result) -> None:
-        self._add(result)
+        self._finish(result)
 
     def _on_aborted(self) -> None:
         result = self._run["holder"].get("result") if self._run else None
         if result is not None:
-            self._add(result)
+            self._finish(result)
         report_info(f"Segmentation stopped; kept {len(result) if result is not None else 0} finished frame(s).")
+
+    def _finish(self, result: SegmentationResult) -> None:
+        """The worker has ended: show the frames not shown yet, then the lineage."""
+        self._show_timer.stop()
+        self._run["done"] = len(result)
+        self._show_new()
+        image = self._run["image"]
+        layer = self._cell_layer(image)
+        if layer is not None:
+            layer.metadata.get(META_KEY, {}).pop(FILLING, None)
+        try:
+            if result.stack and len(result):
+                self._update_tracks(image, result, layer_plane(self._run["args"]["axes"], self._run["args"]["plane"]))
+        except Exception as e:  # noqa: BLE001
+            report_error(f"Could not show the lineage: {e}")
+        self.status.setText(f"done: {len(result)} frame(s), {result.n_cells} cells")
 
     def _on_error(self, error) -> None:
         device = self._run["args"]["device"] if self._run else ""
@@ -323,18 +405,14 @@ class SegmentationWidget(QWidget):
 
     def _on_finished(self) -> None:
         self.worker = None
+        self._show_timer.stop()
         if self._run is not None:
+            layer = self._cell_layer(self._run["image"])
+            if layer is not None:
+                layer.metadata.get(META_KEY, {}).pop(FILLING, None)
             self._run["holder"].clear()  # let the run's results go once they are layers
         self.run_button.setEnabled(True)
         self.stop_button.setEnabled(False)
-
-    def _add(self, result: SegmentationResult) -> None:
-        try:
-            self.add_results(self._run["image"], result, self._run["args"])
-        except Exception as e:  # noqa: BLE001
-            report_error(f"Could not show the results: {e}")
-        else:
-            self.status.setText(f"done: {len(result)} frame(s), {result.n_cells} cells")
 
     # -- results -> layers ---------------------------------------------------
     def _cell_layer(self, image):
@@ -349,44 +427,59 @@ class SegmentationWidget(QWidget):
                                   plane=layer_plane(args["axes"], args["plane"]))
 
     def add_results(self, image, result, args: dict) -> None:
-        """Add or update the cell and occlusion layers of ``image`` for a
-        :class:`SegmentationResult` (or a list of FrameInstances)."""
-        axes = args["axes"]
-        stacked = "T" in axes
-        plane = layer_plane(axes, args["plane"])
+        """Add or update the cell, occlusion and lineage layers of ``image`` for a whole
+        :class:`SegmentationResult` (or a list of FrameInstances) at once."""
+        stacked = "T" in args["axes"]
+        plane = layer_plane(args["axes"], args["plane"])
         if not isinstance(result, SegmentationResult):
             result = SegmentationResult.from_frames(result, stack=stacked, name=cells_name(image.name), plane=plane)
         if not len(result):
             return
-        data, kwargs, _ = result.layer_tuple()
-        kwargs["metadata"][META_KEY]["source_image"] = image.name
-        kwargs["metadata"][META_KEY]["reviewed"] = []
-        self._update_cells(kwargs["name"], data, kwargs, set(result.frames), stacked)
-        self._update_occlusion(image, result, axes, plane)
+        self.show_frames(image, result, args, 0, len(result))
+        layer = self._cell_layer(image)
+        if layer is not None:
+            layer.metadata.get(META_KEY, {}).pop(FILLING, None)
         if stacked:
             self._update_tracks(image, result, plane)
 
-    def _update_cells(self, name, data, kwargs, done: set[int], stacked: bool) -> None:
-        layer = self.viewer.layers[name] if name in self.viewer.layers else None
-        if layer is None or not is_cell_layer(layer) or layer.ndim != kwargs["ndim"]:
-            if layer is not None:
-                self.viewer.layers.remove(layer)
-            self.viewer.add_shapes(data, **kwargs)
-            return
+    def show_frames(self, image, result: SegmentationResult, args: dict, start: int, stop: int) -> None:
+        """Show frames ``start..stop-1`` of ``result`` (in the order computed) on ``image``'s
+        cell and occlusion layers, replacing what those frames showed before. Shapes are
+        added to the cell layer in place: rebuilding a layer of thousands of shapes froze
+        napari for seconds."""
+        piece = result.piece(start, stop)
+        self._show_cells(image, result, piece, args, start == 0)
+        self._show_occlusion(image, result, piece, args["axes"], layer_plane(args["axes"], args["plane"]))
+
+    def _show_cells(self, image, result: SegmentationResult, piece: dict, args: dict, first: bool) -> None:
         import pandas as pd
 
-        old = layer.features
-        keep = [i for i in range(len(layer.data)) if stacked and int(old["frame"].iloc[i]) not in done]
-        types = [layer.shape_type[i] for i in keep] + ["polygon"] * len(data)
-        feats = pd.concat([old.iloc[keep], pd.DataFrame(kwargs["features"])], ignore_index=True)
-        all_data = [layer.data[i] for i in keep] + list(data)
-        edge = np.concatenate([np.asarray(layer.edge_color)[keep].reshape(-1, 4), kwargs["edge_color"]])
-        face = np.concatenate([np.asarray(layer.face_color)[keep].reshape(-1, 4), kwargs["face_color"]])
-        set_shapes(layer, all_data, types, feats, edge, face)
-        reviewed = layer.metadata.get(META_KEY, {}).get("reviewed", [])
-        layer.metadata = {**layer.metadata, META_KEY: {**kwargs["metadata"][META_KEY],
-                                                       "reviewed": [t for t in reviewed if t not in done]}}
-        recolour(layer)
+        kwargs = result.layer_kwargs()
+        layer = self.viewer.layers[kwargs["name"]] if kwargs["name"] in self.viewer.layers else None
+        if layer is not None and (not is_cell_layer(layer) or layer.ndim != kwargs["ndim"]):
+            self.viewer.layers.remove(layer)
+            layer = None
+        frames = set(piece["frames"])
+        if layer is None:
+            kwargs["metadata"][META_KEY].update(source_image=image.name, reviewed=[], **{FILLING: True})
+            kwargs.update(placed_like(image, kwargs["ndim"]), features=piece["features"], edge_color=piece["edge"],
+                          face_color=piece["face"])
+            self.viewer.add_shapes(piece["data"], **kwargs)
+            return
+        meta = layer.metadata.setdefault(META_KEY, {})
+        meta[FILLING] = True  # the Proofread dock leaves these adds alone: they are no edits
+        meta["reviewed"] = [t for t in meta.get("reviewed", []) if t not in frames]
+        if len(layer.data):
+            old = np.asarray(layer.features["frame"], np.int64)
+            drop = np.flatnonzero(np.isin(old, list(frames)) if result.stack else np.ones(len(old), bool))
+            if len(drop):
+                layer.selected_data = set(drop.tolist())
+                layer.remove_selected()
+        if not piece["data"]:
+            return
+        n = len(layer.data)
+        layer.add(piece["data"], shape_type="polygon", edge_color=piece["edge"], face_color=piece["face"])
+        set_features(layer, pd.concat([layer.features.iloc[:n], pd.DataFrame(piece["features"])], ignore_index=True))
 
     def _update_tracks(self, image, result: SegmentationResult, plane) -> None:
         """The lineage as a napari Tracks layer (centroids linked over time, divisions in its
@@ -397,46 +490,57 @@ class SegmentationWidget(QWidget):
         layer = self.viewer.layers[name] if name in self.viewer.layers else None
         rows = [r for r in result.track_rows if len(r)]
         graph = dict(result.graph)
-        if layer is not None and layer._type_string == "tracks":
+        if layer is not None and isinstance(layer, Tracks):
             old = np.asarray(layer.data)
             old = old[:, [0, 1, -2, -1]]  # drop the Z column of a plane
             rows.insert(0, old[~np.isin(old[:, 1], result.frames)])
             graph = {**{int(k): [int(p) for p in v] for k, v in layer.graph.items()}, **graph}
         data, kwargs, _ = tracks_layer_tuple(np.concatenate(rows) if rows else np.zeros((0, 4)), graph, name, plane)
+        if len(data):
+            kwargs.update(placed_like(image, data.shape[1] - 1))
         if layer is not None:
             self.viewer.layers.remove(layer)
         if len(data):
             self.viewer.add_tracks(data, **kwargs)
 
-    def _update_occlusion(self, image, result: SegmentationResult, axes: str, plane) -> None:
-        kwargs = dict(OCCLUSION_STYLE, name=occlusion_name(image.name))
-        if "T" not in axes:
-            full = result.occlusion[-1].astype(np.float32)
-        else:
-            h, w = result.occlusion[0].shape
-            n_t = image.data.shape[0]
-            layer = self.viewer.layers[kwargs["name"]] if kwargs["name"] in self.viewer.layers else None
-            old = None if layer is None else np.asarray(layer.data)
-            old = None if old is None else old.reshape(old.shape[0], -1, *old.shape[-2:])[:, 0]
-            if old is not None and old.shape == (n_t, h, w):  # frames of an earlier run stay
-                full = old.copy()
-                for t, m in zip(result.frames, result.occlusion):
-                    full[t] = m
-            else:
-                full = result.occlusion_stack(n_t)
-            if plane is not None:
-                full = full[:, None]
-                kwargs["translate"] = (0, plane, 0, 0)
-        name = kwargs.pop("name")
-        if name in self.viewer.layers:
-            layer = self.viewer.layers[name]
-            if layer._type_string == "image" and layer.data.shape == full.shape:
-                layer.data = full
-                return
+    def _show_occlusion(self, image, result: SegmentationResult, piece: dict, axes: str, plane) -> None:
+        """Write the piece's occlusion maps into ``image``'s occlusion layer (made, all zeros
+        but for frames an earlier run filled, when it is missing or of another size)."""
+        if not piece["frames"]:
+            return
+        name = occlusion_name(image.name)
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        h, w = piece["occlusion"][0].shape
+        want = (h, w) if "T" not in axes else (image.data.shape[0], h, w) if plane is None else (image.data.shape[0], 1, h, w)
+        if layer is not None and not (isinstance(layer, Image) and layer.data.shape == want):
             self.viewer.layers.remove(layer)
-        occ = self.viewer.add_image(full, name=name, **kwargs)
+            layer = None
+        if layer is None:
+            layer = self._add_occlusion(image, np.zeros(want, np.float32), axes, plane)
+        data = layer.data
+        for t, m in zip(piece["frames"], piece["occlusion"]):
+            if "T" not in axes:
+                data[...] = m
+            elif plane is None:
+                data[t] = m
+            else:
+                data[t, 0] = m
+        layer.refresh()
+
+    def _add_occlusion(self, image, full: np.ndarray, axes: str, plane):
+        """A new occlusion layer over ``image``, under its cells so it does not cover their
+        outlines and ids."""
+        kwargs = dict(OCCLUSION_STYLE)
+        kwargs.pop("name", None)
+        kwargs.update(placed_like(image, full.ndim))
+        if "T" in axes and plane is not None:
+            translate = list(kwargs["translate"])
+            translate[1] += plane * kwargs["scale"][1]  # the map lies in the chosen focal plane
+            kwargs["translate"] = tuple(translate)
+        occ = self.viewer.add_image(full, name=occlusion_name(image.name), **kwargs)
         cells = self._cell_layer(image)
-        if cells is not None:  # under the cells, so the map does not cover their outlines and ids
+        if cells is not None:
             at, below = self.viewer.layers.index(occ), self.viewer.layers.index(cells)
             if at > below:
                 self.viewer.layers.move(at, below)
+        return occ

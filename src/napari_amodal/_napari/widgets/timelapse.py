@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..layers import META_KEY
-from ._common import fill_units, is_cell_layer, report_error, scroll_body
+from ._common import fill_units, go_to_frame, is_cell_layer, report_error, scroll_body
 
 KINETIC_ROWS = ("t2", "t3", "t4", "t5", "t6", "t7", "t8", "cc2", "s2", "s3", "direct_cleavage",
                 "reverse_cleavage", "evenness_2", "evenness_4", "evenness_8")
@@ -192,7 +192,7 @@ class TimelapseWidget(QWidget):
 
     def refresh(self):
         """Measure the cell layer as it stands, in a worker; returns the worker (None if none started)."""
-        from napari.qt.threading import create_worker
+        from ._common import new_worker
 
         layer = self.layer
         if layer is None:
@@ -207,7 +207,7 @@ class TimelapseWidget(QWidget):
         hours = float(self.minutes.value()) / 60.0 or None
         self.status.setText("measuring...")
         self.update_button.setEnabled(False)
-        worker = create_worker(timelapse_figures, data, um, hours, _ignore_errors=True)
+        worker = new_worker(timelapse_figures, data, um, hours, _ignore_errors=True)
         worker.returned.connect(self._show)
         worker.errored.connect(self._failed)
         worker.finished.connect(self._finished)
@@ -243,5 +243,6 @@ class TimelapseWidget(QWidget):
 
     def go_to(self, t: int) -> None:
         """Move napari's time slider to frame ``t``."""
-        if self.viewer.dims.ndim >= 3:
-            self.viewer.dims.set_current_step(0, int(t))
+        layer = self.layer
+        if layer is not None:
+            go_to_frame(self.viewer, layer, int(t))
