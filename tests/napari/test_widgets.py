@@ -643,3 +643,25 @@ def test_outputs_lie_on_a_scaled_and_shifted_image(make_napari_viewer, qtbot, mo
     assert _common.current_frame(viewer, cells) == 3 == _common.current_frame(viewer, image)
     _common.go_to_frame(viewer, cells, 1)
     assert viewer.dims.point[0] == pytest.approx(12.0) and _common.current_frame(viewer, image) == 1
+
+
+def test_layer_pickers_follow_a_rename(segmented, make_napari_viewer, qtbot, errors):
+    from napari_amodal._napari.widgets import FinetuneWidget, TimelapseWidget
+
+    viewer, w = segmented
+    p = _proofread(viewer)
+    f, t = FinetuneWidget(viewer), TimelapseWidget(viewer)
+    cells = viewer.layers[_common.cells_name(IMAGE)]
+    f.cells.setCurrentText(cells.name)
+    viewer.layers[IMAGE].name = "day 3 embryo"
+    cells.name = "my cells"
+    assert w.image.currentText() == "day 3 embryo"
+    assert (p.cells.currentText(), p.image.currentText()) == ("my cells", "day 3 embryo")
+    assert (f.cells.currentText(), f.image.currentText()) == ("my cells", "day 3 embryo")
+    assert t.cells.currentText() == "my cells"
+    assert cells.metadata["napari_amodal"]["source_image"] == "day 3 embryo"
+    n = len(viewer.layers)
+    w.scope.setCurrentText("current frame")
+    viewer.dims.set_current_step(0, 1)
+    _run(qtbot, w)  # the renamed cell layer is updated, not a second one made
+    assert len(viewer.layers) == n and errors == []

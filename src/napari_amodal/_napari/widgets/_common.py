@@ -160,6 +160,51 @@ def is_cell_layer(layer) -> bool:
     return isinstance(layer, Shapes) and meta.get("kind") == CELL_LAYER_KIND
 
 
+def follow_renames(viewer, on_renamed) -> None:
+    """Call ``on_renamed(layer, old_name)`` whenever a layer of ``viewer`` is renamed; first,
+    layers that name the renamed image as theirs (``source_image``: cells, occlusion map,
+    lineage) take its new name, so the link survives (the docks' layer pickers hold names)."""
+    names: dict[int, str] = {}
+
+    def renamed(layer) -> None:
+        old, names[id(layer)] = names.get(id(layer), layer.name), layer.name
+        if old == layer.name:
+            return
+        for other in viewer.layers:
+            meta = other.metadata.get(META_KEY, {}) if other is not layer else {}
+            if isinstance(meta, dict) and meta.get("source_image") == old:
+                meta["source_image"] = layer.name
+        on_renamed(layer, old)
+
+    def watch(layer) -> None:
+        names[id(layer)] = layer.name
+        layer.events.name.connect(lambda event, ly=layer: renamed(ly))
+
+    for layer in viewer.layers:
+        watch(layer)
+    viewer.layers.events.inserted.connect(lambda event: watch(event.value))
+
+
+def keep_choice_on_rename(combos, old: str, new: str, refresh) -> None:
+    """``refresh()`` the layer pickers ``combos`` after a rename, keeping a picker that showed
+    the renamed layer on it."""
+    chosen = [c.currentText() for c in combos]
+    refresh()
+    for combo, text in zip(combos, chosen):
+        if text == old:
+            combo.setCurrentText(new)
+
+
+def derived_layer(viewer, image, kind: str, name: str):
+    """The layer of ``kind`` (``is_cell_layer``, ``occlusion``, ``amodal_tracks``) made for Image
+    layer ``image``: found by the image it names (which follows renames), else by ``name``."""
+    for layer in viewer.layers:
+        meta = layer.metadata.get(META_KEY, {})
+        if isinstance(meta, dict) and meta.get("source_image") == image.name and meta.get("kind") == kind:
+            return layer
+    return viewer.layers[name] if name in viewer.layers else None
+
+
 def cells_name(image_name: str) -> str:
     return f"{image_name} amodal cells"
 

@@ -44,10 +44,12 @@ from ._common import (
     check_image_fits,
     check_model,
     check_output_folder,
+    follow_renames,
     image_axes,
     image_file,
     import_compute_stack,
     is_cell_layer,
+    keep_choice_on_rename,
     layer_frames,
     report_error,
     report_info,
@@ -275,6 +277,8 @@ class FinetuneWidget(QWidget):
         self.stop_button.clicked.connect(self.stop)
         self.viewer.layers.events.inserted.connect(self.refresh_layers)
         self.viewer.layers.events.removed.connect(self.refresh_layers)
+        follow_renames(self.viewer, lambda layer, old: keep_choice_on_rename([self.cells, self.image], old,
+                                                                             layer.name, self.refresh_layers))
 
     # -- GUI state -----------------------------------------------------------
     def _fill_choices(self) -> None:

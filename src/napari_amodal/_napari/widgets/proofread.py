@@ -42,10 +42,12 @@ from ._common import (
     current_frame,
     fill_units,
     filling,
+    follow_renames,
     go_to_frame,
     image_axes,
     image_file,
     is_cell_layer,
+    keep_choice_on_rename,
     layer_plane,
     placed_like,
     recolour,
@@ -181,6 +183,8 @@ class ProofreadWidget(QWidget):
         self.cells.currentTextChanged.connect(self._connect_layer)
         self.viewer.layers.events.inserted.connect(self.refresh_layers)
         self.viewer.layers.events.removed.connect(self.refresh_layers)
+        follow_renames(self.viewer, lambda layer, old: keep_choice_on_rename([self.cells, self.image], old,
+                                                                             layer.name, self.refresh_layers))
         self.refresh_layers()
 
     def _bind_keys(self) -> None:

@@ -30,9 +30,12 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..layers import META_KEY, OCCLUSION_STYLE
+from ..layers import CELL_LAYER_KIND, META_KEY, OCCLUSION_STYLE
 from ._common import (
     FILLING,
+    derived_layer,
+    follow_renames,
+    keep_choice_on_rename,
     SegmentationResult,
     cells_name,
     check_model,
@@ -193,6 +196,8 @@ class SegmentationWidget(QWidget):
         self.stop_button.clicked.connect(self.stop)
         self.viewer.layers.events.inserted.connect(self.refresh_layers)
         self.viewer.layers.events.removed.connect(self.refresh_layers)
+        follow_renames(self.viewer, lambda layer, old: keep_choice_on_rename([self.image], old, layer.name,
+                                                                             self.refresh_layers))
         self._image_changed()
 
     # -- GUI state -----------------------------------------------------------
@@ -416,9 +421,11 @@ class SegmentationWidget(QWidget):
 
     # -- results -> layers ---------------------------------------------------
     def _cell_layer(self, image):
-        """The cell layer this widget made for ``image`` earlier, if it is still there."""
-        name = cells_name(image.name) if image is not None else None
-        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        """The cell layer this widget made for ``image`` earlier, if it is still there (found
+        by the image it names, which follows renames, else by its name)."""
+        if image is None:
+            return None
+        layer = derived_layer(self.viewer, image, CELL_LAYER_KIND, cells_name(image.name))
         return layer if layer is not None and is_cell_layer(layer) else None
 
     def _new_result(self, args: dict) -> SegmentationResult:
@@ -455,7 +462,9 @@ class SegmentationWidget(QWidget):
         import pandas as pd
 
         kwargs = result.layer_kwargs()
-        layer = self.viewer.layers[kwargs["name"]] if kwargs["name"] in self.viewer.layers else None
+        layer = self._cell_layer(image)
+        if layer is None and kwargs["name"] in self.viewer.layers:
+            layer = self.viewer.layers[kwargs["name"]]
         if layer is not None and (not is_cell_layer(layer) or layer.ndim != kwargs["ndim"]):
             self.viewer.layers.remove(layer)
             layer = None
@@ -487,7 +496,7 @@ class SegmentationWidget(QWidget):
         from ..layers import tracks_layer_tuple
 
         name = tracks_name(image.name)
-        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        layer = derived_layer(self.viewer, image, "amodal_tracks", name)
         rows = [r for r in result.track_rows if len(r)]
         graph = dict(result.graph)
         if layer is not None and isinstance(layer, Tracks):
@@ -496,6 +505,7 @@ class SegmentationWidget(QWidget):
             rows.insert(0, old[~np.isin(old[:, 1], result.frames)])
             graph = {**{int(k): [int(p) for p in v] for k, v in layer.graph.items()}, **graph}
         data, kwargs, _ = tracks_layer_tuple(np.concatenate(rows) if rows else np.zeros((0, 4)), graph, name, plane)
+        kwargs["metadata"][META_KEY]["source_image"] = image.name
         if len(data):
             kwargs.update(placed_like(image, data.shape[1] - 1))
         if layer is not None:
@@ -508,8 +518,7 @@ class SegmentationWidget(QWidget):
         but for frames an earlier run filled, when it is missing or of another size)."""
         if not piece["frames"]:
             return
-        name = occlusion_name(image.name)
-        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        layer = derived_layer(self.viewer, image, "occlusion", occlusion_name(image.name))
         h, w = piece["occlusion"][0].shape
         want = (h, w) if "T" not in axes else (image.data.shape[0], h, w) if plane is None else (image.data.shape[0], 1, h, w)
         if layer is not None and not (isinstance(layer, Image) and layer.data.shape == want):
@@ -537,7 +546,8 @@ class SegmentationWidget(QWidget):
             translate = list(kwargs["translate"])
             translate[1] += plane * kwargs["scale"][1]  # the map lies in the chosen focal plane
             kwargs["translate"] = tuple(translate)
-        occ = self.viewer.add_image(full, name=occlusion_name(image.name), **kwargs)
+        occ = self.viewer.add_image(full, name=occlusion_name(image.name), **kwargs,
+                                    metadata={META_KEY: {"kind": "occlusion", "source_image": image.name}})
         cells = self._cell_layer(image)
         if cells is not None:
             at, below = self.viewer.layers.index(occ), self.viewer.layers.index(cells)

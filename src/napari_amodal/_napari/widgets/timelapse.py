@@ -26,7 +26,15 @@ from qtpy.QtWidgets import (
 )
 
 from ..layers import META_KEY
-from ._common import fill_units, go_to_frame, is_cell_layer, report_error, scroll_body
+from ._common import (
+    fill_units,
+    follow_renames,
+    go_to_frame,
+    is_cell_layer,
+    keep_choice_on_rename,
+    report_error,
+    scroll_body,
+)
 
 KINETIC_ROWS = ("t2", "t3", "t4", "t5", "t6", "t7", "t8", "cc2", "s2", "s3", "direct_cleavage",
                 "reverse_cleavage", "evenness_2", "evenness_4", "evenness_8")
@@ -165,6 +173,8 @@ class TimelapseWidget(QWidget):
         layout.addWidget(self.status)
         self.viewer.layers.events.inserted.connect(self.refresh_layers)
         self.viewer.layers.events.removed.connect(self.refresh_layers)
+        follow_renames(self.viewer, lambda layer, old: keep_choice_on_rename([self.cells], old, layer.name,
+                                                                             self.refresh_layers))
         self.refresh_layers()
 
     def refresh_layers(self, event=None) -> None:
