@@ -96,6 +96,7 @@ class ProofreadWidget(QWidget):
         self.exported: Path | None = None
         self.edits = 0  # edits so far: a save marks the project saved only if none came while it was written
         self.jobs: list = []  # saves, loads and exports running in workers
+        self.label_view = None  # the cells also as Labels layers, one per plane (Show as Labels)
         self._layer = None
         self._quiet = 0  # >0: layer events come from the widget itself
         self._last: dict | None = None  # snapshot of the layer after the last edit: the state before the next
@@ -140,6 +141,8 @@ class ProofreadWidget(QWidget):
             ("load", "Load...", self.load),
             ("export", "Export reviewed...", self.export),
             ("measure", "Export measurements...", self.export_measurements),
+            ("labels", "Show as Labels", self.show_labels),
+            ("label_tiff", "Export label TIFF...", self.export_labels),
         ]:
             b[key] = QPushButton(text)
             b[key].clicked.connect(lambda *_, s=reported(slot): s())
@@ -173,6 +176,10 @@ class ProofreadWidget(QWidget):
         units_row.addWidget(self.minutes)
         form.addRow(units_row)
         form.addRow(b["measure"])
+        labels_row = QHBoxLayout()
+        labels_row.addWidget(b["labels"])
+        labels_row.addWidget(b["label_tiff"])
+        form.addRow(labels_row)
         form.addRow(self.status)
 
         self.timer = QTimer(self)
@@ -689,6 +696,55 @@ class ProofreadWidget(QWidget):
         self._background(lambda: core.export_reviewed(job(), path), done,
                          lambda e: report_error(f"Could not export to {path}: {describe_error(e)}"))
         return Path(path) if not wait or (self.wait_idle() and self.exported) else None
+
+    def show_labels(self, wait: bool = False):
+        """Show the cell layer also as Labels layers, one per plane of overlapping cells, kept
+        in step with it (napari's paint tools and Labels plugins work on them). Returns the
+        :class:`~.label_view.LabelView` (with ``wait``, once its layers are shown)."""
+        from .label_view import LabelView
+
+        layer = self._require()
+        if self.label_view is not None and self.label_view.cells is layer and self.label_view.layers:
+            if all(ly in self.viewer.layers for ly in self.label_view.layers):
+                report_info("The cells are shown as Labels already.")
+                return self.label_view
+        view = LabelView(self.viewer, layer, self.n_frames())
+        view.start()
+        self.label_view = view
+        self.jobs.append(view.worker)
+        view.worker.finished.connect(lambda: self.jobs.remove(view.worker) if view.worker in self.jobs else None)
+        if wait:
+            self.wait_idle()
+        return view
+
+    def export_labels(self, path=None, wait: bool = False) -> Path | None:
+        """Write the cells as a multi-plane label TIFF (ImageJ hyperstack T, C, Y, X: a channel
+        per plane of overlapping cells, cell ids as labels), in a worker; returns the file
+        being written (None: refused at once; with ``wait``, None if writing failed)."""
+        from ...label_planes import stack_planes, write_label_tiff
+        from .offers import copy_layer
+
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Export label planes", "", "TIFF (*.tif *.tiff)")
+            if not path:
+                return None
+        path = Path(path)
+        layer = self._require()
+        if layer.ndim > 3:
+            report_error("Label planes are for (T, Y, X) or (Y, X) cells, not a focal plane of (T, Z, Y, X).")
+            return None
+        frames = copy_layer(layer, self.n_frames() if layer.ndim >= 3 else 1)
+        ok = []
+
+        def done(written):
+            ok.append(written)
+            report_info(f"Wrote the label planes to {written}")
+
+        self._background(lambda: write_label_tiff(path, stack_planes([frames[t] for t in range(len(frames))],
+                                                                     len(frames))[0]),
+                         done, lambda e: report_error(f"Could not write {path}: {describe_error(e)}. "
+                                                      "An earlier file there is unchanged."))
+        return path if not wait or (self.wait_idle() and ok) else None
 
     def export_measurements(self, path=None):
         """Measure the cells as they stand (corrected) and write ``STEM_cells.csv``,
