@@ -57,6 +57,7 @@ from ._common import (
     restore,
     scroll_body,
     set_features,
+    set_shapes,
     snapshot,
 )
 from .offers import CorrectionOffers
@@ -653,6 +654,8 @@ class ProofreadWidget(QWidget):
         ok = []
 
         def done(found):
+            import pandas as pd
+
             ok.append(True)
             proj, data, kwargs = found
             if source != path:
@@ -660,12 +663,25 @@ class ProofreadWidget(QWidget):
             kwargs["metadata"][META_KEY].update(source_image=image.name, reviewed=sorted(proj.reviewed),
                                                 project_path=str(path))
             kwargs.update(placed_like(image, kwargs["ndim"]))
-            if kwargs["name"] in self.viewer.layers:
-                self.viewer.layers.remove(self.viewer.layers[kwargs["name"]])
-            self.viewer.add_shapes(data, **kwargs)
+            old = self.viewer.layers[kwargs["name"]] if kwargs["name"] in self.viewer.layers else None
+            if old is not None and is_cell_layer(old) and old.ndim == kwargs["ndim"]:
+                # refilled in place: a new layer's first draw held napari for a second at 2,000 cells
+                self._quiet += 1
+                try:
+                    set_shapes(old, data, ["polygon"] * len(data), pd.DataFrame(kwargs["features"]),
+                               kwargs["edge_color"], kwargs["face_color"])
+                    old.metadata = kwargs["metadata"]
+                    old.scale, old.translate = kwargs["scale"], kwargs["translate"]
+                finally:
+                    self._quiet -= 1
+            else:
+                if old is not None:
+                    self.viewer.layers.remove(old)
+                self.viewer.add_shapes(data, **kwargs)
             self.cells.setCurrentText(kwargs["name"])
             self._connect_layer()
             self.history.clear()
+            self._last = snapshot(self._layer) if self._layer is not None else None
             self.project_path = path
             self.path.setText(str(path))
             self.dirty = False
