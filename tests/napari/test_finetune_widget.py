@@ -3,14 +3,12 @@
 import json
 
 import pytest
-import tifffile
 from tiny import save_untrained
 
 from napari_amodal._napari.layers import META_KEY
 from napari_amodal._napari.widgets import FinetuneWidget, SegmentationWidget
-from napari_amodal._napari.widgets._common import cells_layer_tuple, cells_name
-from napari_amodal.data.coco import read_amodal
-from napari_amodal.data.sample import EMBRYO_GT, EMBRYO_STACK, sample_path
+from napari_amodal._napari.widgets._common import cells_name
+from napari_amodal.data.sample import EMBRYO_GT, sample_path
 from napari_amodal.models import list_models
 from napari_amodal.checkpoint import read_metadata
 
@@ -20,15 +18,9 @@ IMAGE = "embryo"
 
 
 @pytest.fixture
-def viewer(make_napari_viewer):
-    """A viewer with the sample stack and its cells as a cell layer, frames 0-5 reviewed."""
-    v = make_napari_viewer()
-    v.add_image(tifffile.imread(sample_path(EMBRYO_STACK)), name=IMAGE)
-    frames, _ = read_amodal(sample_path(EMBRYO_GT))
-    data, kwargs, _ = cells_layer_tuple(frames, stack=True, name=cells_name(IMAGE))
-    kwargs["metadata"][META_KEY].update(source_image=IMAGE, reviewed=[0, 2, 4, 6, 8, 10])
-    v.add_shapes(data, **kwargs)
-    return v
+def viewer(sample_cells):
+    """A viewer with the sample stack and its cells as a cell layer, six frames reviewed."""
+    return sample_cells(reviewed=[0, 2, 4, 6, 8, 10])
 
 
 def _widget(viewer, tmp_path, iterations=2, name="wtuned", replay=0):

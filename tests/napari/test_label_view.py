@@ -4,11 +4,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_amodal._napari.layers import META_KEY
-from napari_amodal._napari.widgets import ProofreadWidget, _common
-from napari_amodal._napari.widgets._common import cells_layer_tuple, cells_name, layer_frame
-from napari_amodal.data.coco import read_amodal
-from napari_amodal.data.sample import EMBRYO_GT, EMBRYO_STACK, sample_path
+from napari_amodal._napari.widgets import ProofreadWidget
+from napari_amodal._napari.widgets._common import layer_frame
 from napari_amodal.label_planes import frame_from_planes
 
 pytestmark = pytest.mark.gui
@@ -17,13 +14,8 @@ IMAGE = "embryo"
 
 
 @pytest.fixture
-def proofread(make_napari_viewer):
-    v = make_napari_viewer()
-    v.add_image(tifffile.imread(sample_path(EMBRYO_STACK)), name=IMAGE)
-    frames, _ = read_amodal(sample_path(EMBRYO_GT))
-    data, kwargs, _ = cells_layer_tuple(frames, stack=True, name=cells_name(IMAGE))
-    kwargs["metadata"][META_KEY].update(source_image=IMAGE)
-    v.add_shapes(data, **kwargs)
+def proofread(sample_cells):
+    v = sample_cells()
     p = ProofreadWidget(v)
     p.timer.stop()
     p.image.setCurrentText(IMAGE)

@@ -694,3 +694,21 @@ def test_results_appear_while_the_run_goes_and_the_loop_keeps_turning(make_napar
     assert final > frames_early and max(final) > max(frames_early)  # the rest came after, none lost
     assert max(np.diff(ticks)) < 1.0, max(np.diff(ticks))
     assert errors == []
+
+
+def test_the_segmentation_form_is_magicgui_and_its_picker_follows_the_layers(make_napari_viewer):
+    from magicgui.widgets import Container
+
+    viewer = make_napari_viewer()
+    w = SegmentationWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    assert isinstance(w.form, Container) and w.form.image.native is w.image
+    points = viewer.add_points(np.zeros((1, 3)), name="marks")
+    a = viewer.add_image(np.zeros((3, 8, 8), np.uint8), name="a")
+    assert list(w.form.image.choices) == [a, points]  # Image layers first, others to say why they do not fit
+    w.image.setCurrentText("a")
+    assert w.form.image.value is a
+    viewer.layers.remove(points)
+    assert list(w.form.image.choices) == [a] and w.form.image.value is a
+    w.add_model_choice("mine")
+    assert w.model.currentText() == "mine" and w.model.itemText(w.model.count() - 1) == FILE_CHOICE

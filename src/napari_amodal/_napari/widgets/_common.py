@@ -115,6 +115,22 @@ def reported(slot):
     return run
 
 
+def set_choices(combo, choices) -> None:
+    """Give magicgui ComboBox ``combo`` exactly ``choices``, in this order (magicgui keeps the
+    items it has where they are and appends new ones), keeping its value when still offered;
+    no change signal is sent."""
+    values = [c[1] if isinstance(c, tuple) else c for c in choices]
+    current = combo.value if len(combo.choices) else None
+    combo.native.blockSignals(True)
+    try:
+        combo.native.clear()
+        combo.choices = choices
+        if any(v is current for v in values):
+            combo.value = current
+    finally:
+        combo.native.blockSignals(False)
+
+
 def check_model(name_or_path) -> Path:
     """The checkpoint of a model name or file, checked before a worker starts (its
     header only): ModelNotFoundError or ValueError naming the file when it is missing,

@@ -23,17 +23,13 @@ from qtpy.QtCore import QPointF
 from qtpy.QtGui import QColor, QPainter, QPen
 from qtpy.QtWidgets import (
     QApplication,
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QListWidget,
     QPushButton,
-    QSpinBox,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -54,6 +50,7 @@ from ._common import (
     report_error,
     report_info,
     scroll_body,
+    set_choices,
     start_worker,
 )
 
@@ -113,10 +110,7 @@ def offer_model(viewer, name: str | None, path) -> list:
     widgets = segmentation_widgets(viewer)
     for w in widgets:
         if name:
-            items = [w.model.itemText(i) for i in range(w.model.count())]
-            if name not in items:
-                w.model.insertItem(max(0, w.model.count() - 1 if FILE_CHOICE in items else w.model.count()), name)
-            w.model.setCurrentText(name)
+            w.add_model_choice(name)
         else:
             w.model_path.setText(str(path))
             w.model.setCurrentText(FILE_CHOICE)
@@ -189,53 +183,26 @@ class FinetuneWidget(QWidget):
         self.result: dict | None = None
         self._run: dict[str, Any] | None = None
 
-        self.cells = QComboBox()
-        self.image = QComboBox()
         self.files = QListWidget()
         self.files.setMaximumHeight(70)
         add = QPushButton("Add files...")
         add.clicked.connect(self._browse_files)
         remove = QPushButton("Remove")
         remove.clicked.connect(lambda: [self.files.takeItem(self.files.row(i)) for i in self.files.selectedItems()])
-        self.init = QComboBox()
-        self.init.setEditable(True)
-        self.init.setToolTip("model to start from: a name or a .safetensors path")
-        self.iterations = QSpinBox()
-        self.iterations.setRange(1, 100_000)
-        self.iterations.setValue(DEFAULTS["iterations"])
-        self.lr = QDoubleSpinBox()
-        self.lr.setDecimals(5)
-        self.lr.setRange(1e-5, 1.0)
-        self.lr.setSingleStep(0.001)
-        self.lr.setValue(DEFAULTS["lr"])
-        self.replay = QSpinBox()
-        self.replay.setRange(0, 400)
-        self.replay.setValue(DEFAULTS["synthetic_replay"])
-        self.replay.setToolTip("synthetic embryo frames (the kind the bundled model was trained on), rendered at the "
-                               "start of the run (about 0.3 s each) and mixed in so the model does not forget them; "
-                               "0: none")
-        self.replay_share = QDoubleSpinBox()
-        self.replay_share.setRange(0.0, 0.9)
-        self.replay_share.setSingleStep(0.05)
-        self.replay_share.setValue(DEFAULTS["replay_fraction"])
-        self.replay_share.setToolTip("chance that a training sample is a replayed synthetic frame")
-        self.anchor = QDoubleSpinBox()
+        self.form, self.settings = self._build_forms()
+        f, g = self.form, self.settings
+        # the Qt widgets under the forms, which the rest of the dock (and scripts) use
+        self.cells, self.image, self.init, self.iterations = (f.cells.native, f.image.native, g.init.native,
+                                                              g.iterations.native)
+        self.lr, self.train, self.replay, self.replay_share = (g.lr.native, g.train.native, g.replay.native,
+                                                               g.replay_share.native)
+        self.anchor, self.device, self.name, self.out_dir = (g.anchor.native, g.device.native, g.save_as.native,
+                                                             g.out_dir.native)
+        self.resegment = g.resegment.native
+        self.lr.setDecimals(5)  # magicgui takes decimals from the step
         self.anchor.setDecimals(3)
-        self.anchor.setRange(0.0, 100.0)
-        self.anchor.setSingleStep(0.1)
-        self.anchor.setValue(DEFAULTS["anchor"])
-        self.anchor.setToolTip("how strongly the weights are pulled back toward the starting model's (L2-SP), "
-                               "against forgetting what it could do; 0: off")
-        self.train = QComboBox()
-        for key, label in TRAIN_LABELS.items():
-            self.train.addItem(label, key)
-        self.train.setCurrentIndex(list(TRAIN_LABELS).index(DEFAULTS["train"]))
-        self.device = QComboBox()
-        self.name = QLineEdit("finetuned")
-        self.name.setToolTip("saved as this model name (found in the segmentation widget's model list)")
-        self.out_dir = QLineEdit()
+        self.init.setEditable(True)
         self.out_dir.setPlaceholderText("default: ~/.napari-amodal/finetune/NAME")
-        self.resegment = QCheckBox("re-segment the stack afterwards")
         self.plot = CurvePlot()
         self.progress = None  # napari's progress (its activity dock) while a run goes
         self.run_button = QPushButton("Fine-tune")
@@ -250,25 +217,16 @@ class FinetuneWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.stop_button)
-        form = QFormLayout(scroll_body(self))
-        form.addRow("Cell layer", self.cells)
-        form.addRow("Image", self.image)
-        form.addRow("Project / COCO files", self.files)
-        form.addRow(file_row)
-        form.addRow("Start from", self.init)
-        form.addRow("Iterations", self.iterations)
-        form.addRow("Learning rate", self.lr)
-        form.addRow("Train", self.train)
-        form.addRow("Replay synthetic frames", self.replay)
-        form.addRow("Replay share", self.replay_share)
-        form.addRow("Stay near start", self.anchor)
-        form.addRow("Device", self.device)
-        form.addRow("Save as", self.name)
-        form.addRow("Output folder", self.out_dir)
-        form.addRow(self.resegment)
-        form.addRow(buttons)
-        form.addRow(self.plot)
-        form.addRow(self.status)
+        body = QVBoxLayout(scroll_body(self))
+        files = QFormLayout()
+        files.addRow("Project / COCO files", self.files)
+        files.addRow(file_row)
+        body.addWidget(f.native)
+        body.addLayout(files)
+        body.addWidget(g.native)
+        body.addLayout(buttons)
+        body.addWidget(self.plot)
+        body.addWidget(self.status)
 
         self._fill_choices()
         self.refresh_layers()
@@ -281,6 +239,45 @@ class FinetuneWidget(QWidget):
                                                                              layer.name, self.refresh_layers))
 
     # -- GUI state -----------------------------------------------------------
+    def _build_forms(self):
+        """The parameter forms, magicgui Containers: the layer pickers and the training
+        settings, shown either side of the file list (a Qt list: magicgui has no list of
+        files to add and remove)."""
+        from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, LineEdit, SpinBox
+
+        pickers = Container(labels=True, widgets=[
+            ComboBox(name="cells", label="Cell layer", choices=[(NO_LAYER, None)]),
+            ComboBox(name="image", label="Image", choices=[]),
+        ])
+        settings = Container(labels=True, widgets=[
+            ComboBox(name="init", label="Start from", choices=["bundled"],
+                     tooltip="model to start from: a name or a .safetensors path"),
+            SpinBox(name="iterations", label="Iterations", min=1, max=100_000, value=DEFAULTS["iterations"]),
+            FloatSpinBox(name="lr", label="Learning rate", min=1e-5, max=1.0, step=0.001, value=DEFAULTS["lr"]),
+            ComboBox(name="train", label="Train", choices=[(label, key) for key, label in TRAIN_LABELS.items()],
+                     value=DEFAULTS["train"]),
+            SpinBox(name="replay", label="Replay synthetic frames", min=0, max=400, value=DEFAULTS["synthetic_replay"],
+                    tooltip="synthetic embryo frames (the kind the bundled model was trained on), rendered at the "
+                            "start of the run (about 0.3 s each) and mixed in so the model does not forget them; "
+                            "0: none"),
+            FloatSpinBox(name="replay_share", label="Replay share", min=0.0, max=0.9, step=0.05,
+                         value=DEFAULTS["replay_fraction"],
+                         tooltip="chance that a training sample is a replayed synthetic frame"),
+            FloatSpinBox(name="anchor", label="Stay near start", min=0.0, max=100.0, step=0.1, value=DEFAULTS["anchor"],
+                         tooltip="how strongly the weights are pulled back toward the starting model's (L2-SP), "
+                                 "against forgetting what it could do; 0: off"),
+            ComboBox(name="device", label="Device", choices=["auto"]),
+            LineEdit(name="save_as", label="Save as", value="finetuned",
+                     tooltip="saved as this model name (found in the segmentation widget's model list)"),
+            LineEdit(name="out_dir", label="Output folder"),
+            CheckBox(name="resegment", label="", text="re-segment the stack afterwards"),
+        ])
+        return pickers, settings
+
+    def reset_choices(self, event=None) -> None:
+        """Refresh the layer pickers (napari calls this on a docked widget when layers change)."""
+        self.refresh_layers()
+
     def _fill_choices(self) -> None:
         from ...models import available_devices, list_models
 
@@ -288,9 +285,11 @@ class FinetuneWidget(QWidget):
             names = list(list_models())
         except OSError:
             names = []
-        self.init.addItems(names)
+        set_choices(self.settings.init, names or ["bundled"])
         self.init.setCurrentText("bundled" if "bundled" in names else (names[0] if names else "bundled"))
-        self.device.addItems(available_devices())
+        devices = list(available_devices())
+        set_choices(self.settings.device, devices)
+        self.settings.device.value = devices[0]
 
     def _browse_files(self) -> None:
         paths, _ = QFileDialog.getOpenFileNames(self, "Projects or COCO-amodal files", "", "JSON (*.json)")
@@ -304,18 +303,16 @@ class FinetuneWidget(QWidget):
         return [self.files.item(i).text() for i in range(self.files.count())]
 
     def refresh_layers(self, event=None) -> None:
-        for combo, keep, extra in ((self.cells, is_cell_layer, [NO_LAYER]),
-                                   (self.image, lambda ly: isinstance(ly, Image), [])):
-            current = combo.currentText()
-            names = extra + [ly.name for ly in self.viewer.layers if keep(ly)]
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(names)
-            if current in names and current != NO_LAYER:
-                combo.setCurrentText(current)
-            elif combo is self.cells and len(names) > 1:
-                combo.setCurrentText(names[-1])
-            combo.blockSignals(False)
+        """List the cell layers (the last one chosen when none was) and the Image layers; the
+        chosen layers stay chosen (by identity: a renamed layer too)."""
+        cells = [ly for ly in self.viewer.layers if is_cell_layer(ly)]
+        had = self.form.cells.value
+        set_choices(self.form.cells, [(NO_LAYER, None)] + [(ly.name, ly) for ly in cells])
+        if had is None and cells:
+            self.form.cells.native.blockSignals(True)
+            self.form.cells.value = cells[-1]
+            self.form.cells.native.blockSignals(False)
+        set_choices(self.form.image, [(ly.name, ly) for ly in self.viewer.layers if isinstance(ly, Image)])
         self._cells_changed()
 
     def _cells_changed(self, *args) -> None:

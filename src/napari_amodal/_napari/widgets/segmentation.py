@@ -16,19 +16,7 @@ from typing import Any
 import numpy as np
 from napari.layers import Image, Tracks
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFileDialog,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QPushButton,
-    QSpinBox,
-    QWidget,
-)
+from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ..layers import CELL_LAYER_KIND, META_KEY, OCCLUSION_STYLE
 from ._common import (
@@ -51,6 +39,7 @@ from ._common import (
     report_error,
     report_info,
     scroll_body,
+    set_choices,
     set_features,
     start_worker,
     tracks_name,
@@ -136,57 +125,27 @@ class SegmentationWidget(QWidget):
         self._show_timer.timeout.connect(self._show_new)
         self._show_cost = 0.0  # seconds the last batch of results took to show
 
-        self.image = QComboBox()
-        self.model = QComboBox()
-        self.model_path = QLineEdit()
-        self.model_path.setPlaceholderText("path to a .safetensors model")
-        browse = QPushButton("Browse...")
-        browse.clicked.connect(self._browse_model)
-        self.device = QComboBox()
-        self.threshold = QDoubleSpinBox()
-        self.threshold.setRange(0.0, 1.0)
-        self.threshold.setSingleStep(0.05)
-        self.threshold.setValue(0.5)
-        self.temporal = QCheckBox("Decode over time")
-        self.temporal.setChecked(True)
-        self.temporal.setToolTip("counts that respect the lineage: a cell missed in one frame is carried over "
-                                 "(inferred), one seen in a single frame dropped; off: each frame on its own")
-        self.plane = QSpinBox()
-        self.plane.setToolTip("focal plane for (T, Z, Y, X) images")
-        self.scope = QComboBox()
-        self.scope.addItems(SCOPES)
-        self.first = QSpinBox()
-        self.last = QSpinBox()
+        self.form = self._build_form()
+        f = self.form
+        # the Qt widgets under the form, which the rest of the dock (and scripts) use
+        self.image, self.model, self.device = f.image.native, f.model.native, f.device.native
+        self.model_path, self.device_info = f.model_file.path.native, f.device_info.native
+        self.threshold, self.temporal, self.plane = f.threshold.native, f.temporal.native, f.plane.native
+        self.scope, self.first, self.last = f.scope.native, f.range.first.native, f.range.last.native
+        f.model_file.browse.changed.connect(self._browse_model)
         self.run_button = QPushButton("Run")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
         self.status = QLabel("")
         self.status.setWordWrap(True)
-
-        path_row = QHBoxLayout()
-        path_row.addWidget(self.model_path)
-        path_row.addWidget(browse)
-        range_row = QHBoxLayout()
-        range_row.addWidget(self.first)
-        range_row.addWidget(QLabel("to"))
-        range_row.addWidget(self.last)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.stop_button)
-        form = QFormLayout(scroll_body(self))
-        form.addRow("Image", self.image)
-        form.addRow("Model", self.model)
-        form.addRow("Model file", path_row)
-        form.addRow("Device", self.device)
-        self.device_info = QLabel("")
-        form.addRow("", self.device_info)
-        form.addRow("Score threshold", self.threshold)
-        form.addRow("", self.temporal)
-        form.addRow("Focal plane", self.plane)
-        form.addRow("Frames", self.scope)
-        form.addRow("Range", range_row)
-        form.addRow(buttons)
-        form.addRow(self.status)
+        body = QVBoxLayout(scroll_body(self))
+        body.addWidget(f.native)
+        body.addLayout(buttons)
+        body.addWidget(self.status)
+        body.addStretch(1)
 
         import_compute_stack()
         self._fill_models()
@@ -201,6 +160,47 @@ class SegmentationWidget(QWidget):
         self._image_changed()
 
     # -- GUI state -----------------------------------------------------------
+    def _build_form(self):
+        """The parameter form, a magicgui Container: its image picker lists the viewer's layers
+        (Image layers first; the others are listed to say why they do not fit) and follows
+        layers being added, removed and renamed (:meth:`reset_choices`)."""
+        from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, LineEdit, PushButton, SpinBox
+
+        path = LineEdit(name="path", tooltip="path to a .safetensors model")
+        path.native.setPlaceholderText("path to a .safetensors model")
+        return Container(labels=True, widgets=[
+            ComboBox(name="image", label="Image", choices=self._image_choices),
+            ComboBox(name="model", label="Model", choices=[FILE_CHOICE]),
+            Container(name="model_file", label="Model file", layout="horizontal", labels=False,
+                      widgets=[path, PushButton(name="browse", text="Browse...")]),
+            ComboBox(name="device", label="Device", choices=["auto"]),
+            Label(name="device_info", label=""),
+            FloatSpinBox(name="threshold", label="Score threshold", min=0.0, max=1.0, step=0.05, value=0.5),
+            CheckBox(name="temporal", label="", text="Decode over time", value=True,
+                     tooltip="counts that respect the lineage: a cell missed in one frame is carried over "
+                             "(inferred), one seen in a single frame dropped; off: each frame on its own"),
+            SpinBox(name="plane", label="Focal plane", min=0, max=0, tooltip="focal plane for (T, Z, Y, X) images"),
+            ComboBox(name="scope", label="Frames", choices=list(SCOPES)),
+            Container(name="range", label="Range", layout="horizontal", labels=False,
+                      widgets=[SpinBox(name="first", min=0, max=0), Label(value="to"), SpinBox(name="last", min=0, max=0)]),
+        ])
+
+    def _image_choices(self, widget=None) -> list[tuple[str, Any]]:
+        layers = [ly for ly in self.viewer.layers if not is_cell_layer(ly)]
+        layers.sort(key=lambda ly: not isinstance(ly, Image))
+        return [(ly.name, ly) for ly in layers]
+
+    def reset_choices(self, event=None) -> None:
+        """Refresh the layer picker (napari calls this on a docked widget when layers change)."""
+        self.refresh_layers()
+
+    def add_model_choice(self, name: str) -> None:
+        """Offer model ``name`` (before the "file..." entry) and choose it."""
+        names = [c for c in self.form.model.choices if c != FILE_CHOICE]
+        if name not in names:
+            set_choices(self.form.model, [*names, name, FILE_CHOICE])
+        self.form.model.value = name
+
     def _fill_models(self) -> None:
         from ...models import available_devices, list_models
 
@@ -208,8 +208,11 @@ class SegmentationWidget(QWidget):
             names = list(list_models())
         except OSError:
             names = []
-        self.model.addItems(names + [FILE_CHOICE])
-        self.device.addItems(available_devices())
+        self.form.model.choices = [*names, FILE_CHOICE]
+        self.form.model.value = names[0] if names else FILE_CHOICE
+        devices = list(available_devices())
+        self.form.device.choices = devices
+        self.form.device.value = devices[0]
         self.device.currentTextChanged.connect(self._show_device)
         self._show_device()
 
@@ -221,23 +224,16 @@ class SegmentationWidget(QWidget):
         except Exception as e:  # noqa: BLE001 - a device that cannot be used is said so, not raised
             self.device_info.setText(f"not usable: {e}")
 
-    def _browse_model(self) -> None:
+    def _browse_model(self, *args) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Model file", "", "Models (*.safetensors)")
         if path:
             self.model_path.setText(path)
             self.model.setCurrentText(FILE_CHOICE)
 
     def refresh_layers(self, event=None) -> None:
-        """List layers, Image layers first (others are listed to explain why they don't fit)."""
-        current = self.image.currentText()
-        layers = [ly for ly in self.viewer.layers if not is_cell_layer(ly)]
-        layers.sort(key=lambda ly: not isinstance(ly, Image))
-        self.image.blockSignals(True)
-        self.image.clear()
-        self.image.addItems([ly.name for ly in layers])
-        if current in [ly.name for ly in layers]:
-            self.image.setCurrentText(current)
-        self.image.blockSignals(False)
+        """List layers, Image layers first (others are listed to explain why they don't fit);
+        the chosen layer stays chosen (by identity: a renamed layer too)."""
+        set_choices(self.form.image, self._image_choices())
         self._image_changed()
 
     def _image_changed(self, *args) -> None:
