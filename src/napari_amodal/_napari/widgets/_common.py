@@ -115,6 +115,17 @@ def reported(slot):
     return run
 
 
+def compact(container):
+    """A magicgui Container's Qt widget, kept at its natural height and without margins, to
+    sit in a dock's layout among Qt widgets (it would share out the spare height)."""
+    from qtpy.QtWidgets import QSizePolicy
+
+    native = container.native
+    native.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Maximum)
+    native.layout().setContentsMargins(0, 0, 0, 0)
+    return native
+
+
 def set_choices(combo, choices) -> None:
     """Give magicgui ComboBox ``combo`` exactly ``choices``, in this order (magicgui keeps the
     items it has where they are and appends new ones), keeping its value when still offered;

@@ -40,6 +40,7 @@ from ._common import (
     check_image_fits,
     check_model,
     check_output_folder,
+    compact,
     follow_renames,
     image_axes,
     image_file,
@@ -221,12 +222,13 @@ class FinetuneWidget(QWidget):
         files = QFormLayout()
         files.addRow("Project / COCO files", self.files)
         files.addRow(file_row)
-        body.addWidget(f.native)
+        body.addWidget(compact(f))
         body.addLayout(files)
-        body.addWidget(g.native)
+        body.addWidget(compact(g))
         body.addLayout(buttons)
         body.addWidget(self.plot)
         body.addWidget(self.status)
+        body.addStretch(1)
 
         self._fill_choices()
         self.refresh_layers()

@@ -27,6 +27,7 @@ from ._common import (
     SegmentationResult,
     cells_name,
     check_model,
+    compact,
     continued_tracker,
     current_frame,
     image_axes,
@@ -142,7 +143,7 @@ class SegmentationWidget(QWidget):
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.stop_button)
         body = QVBoxLayout(scroll_body(self))
-        body.addWidget(f.native)
+        body.addWidget(compact(f))
         body.addLayout(buttons)
         body.addWidget(self.status)
         body.addStretch(1)
@@ -174,7 +175,7 @@ class SegmentationWidget(QWidget):
             Container(name="model_file", label="Model file", layout="horizontal", labels=False,
                       widgets=[path, PushButton(name="browse", text="Browse...")]),
             ComboBox(name="device", label="Device", choices=["auto"]),
-            Label(name="device_info", label=""),
+            Label(name="device_info", label=" "),
             FloatSpinBox(name="threshold", label="Score threshold", min=0.0, max=1.0, step=0.05, value=0.5),
             CheckBox(name="temporal", label="", text="Decode over time", value=True,
                      tooltip="counts that respect the lineage: a cell missed in one frame is carried over "
